@@ -254,25 +254,20 @@ out:
     return err;
 }
 
-int manifest_piece_encode(const struct manifest *m, uint32_t index, uint8_t **out, size_t *out_len)
+int manifest_piece_encode(const struct manifest_piece *p, const struct chash_leaf *chunks,
+                          uint8_t **out, size_t *out_len)
 {
     msgpack_sbuffer sb;
     msgpack_packer pk;
-    const struct manifest_piece *p;
     int r = 0, err;
 
-    if (index >= m->n_filled || index >= m->n_pieces)
-        return -EINVAL;
-    p = &m->pieces[index];
-    if (p->first_chunk > m->n_chunks || p->n_chunks > m->n_chunks - p->first_chunk ||
-        p->len > PROTO_PIECE_LEN ||
-        check_chunks(p->len, m->chunks + p->first_chunk, p->n_chunks) < 0)
+    if (p->len > PROTO_PIECE_LEN || check_chunks(p->len, chunks, p->n_chunks) < 0)
         return -EINVAL;
     msgpack_sbuffer_init(&sb);
     msgpack_packer_init(&pk, &sb, msgpack_sbuffer_write);
     r |= msgpack_pack_array(&pk, 1 + PIECE_FIELDS);
     r |= msgpack_pack_uint32(&pk, MANIFEST_VERSION);
-    r |= pack_piece_fields(&pk, p, m->chunks + p->first_chunk);
+    r |= pack_piece_fields(&pk, p, chunks);
     if (r != 0) {
         err = -ENOMEM;
         goto out;

@@ -70,12 +70,13 @@ int manifest_encode(const struct manifest *m, uint8_t **out, size_t *out_len);
  * Errors: SHOAL_EFORMAT, SHOAL_EVERSION, SHOAL_ELIMIT, -ENOMEM. */
 int manifest_decode(struct manifest *m, const uint8_t *buf, size_t len);
 
-/* One piece's chunk list on its own. `index` is not encoded; piece.first_chunk of a
+/* One piece's chunk list on its own: `piece` (its first_chunk is ignored) with its
+ * piece->n_chunks chunks. The piece index is not encoded; piece.first_chunk of a
  * decoded piece is 0 and *chunks is malloc'd (caller frees). Errors as for the
  * whole manifest. Integers of any msgpack width are accepted; encoders write the
  * shortest, so hash re-encoded bytes, never received ones. */
-int manifest_piece_encode(const struct manifest *m, uint32_t index, uint8_t **out,
-                          size_t *out_len);
+int manifest_piece_encode(const struct manifest_piece *piece, const struct chash_leaf *chunks,
+                          uint8_t **out, size_t *out_len);
 int manifest_piece_decode(struct manifest_piece *piece, struct chash_leaf **chunks,
                           const uint8_t *buf, size_t len);
 
