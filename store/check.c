@@ -1,0 +1,412 @@
+/* check.c - store_check(): the store's consistency check and repair (shoal fsck).
+ *
+ * Three passes over the chunks column family. Pass 1 decodes every piece record,
+ * recomputes its piece hash and counts, per chunk hash, the uses by pieces (an
+ * in-memory table). Pass 2 walks the chunk index: each chunk's bytes are read and
+ * hashed, its reference count compared with the uses found, orphans noted. Pass 3
+ * walks the complete files and finds those that lost a piece or use a bad chunk.
+ * Repair rewrites counts, removes orphans and bad chunks, drops the pieces that used
+ * bad or missing chunks and the complete mark of their files, and rewrites the stats.
+ */
+#include "store.h"
+
+#include "err.h"
+#include "proto_limits.h"
+#include "store_int.h"
+
+#include <errno.h>
+#include <inttypes.h>
+#include <stdlib.h>
+#include <string.h>
+
+/* --- a hash table of chunk hashes -> uses ------------------------------------ */
+
+struct use {
+    uint8_t hash[CHASH_LEN];
+    uint32_t uses;
+    uint8_t state; /* 0 empty slot, 1 used by pieces, 2 also seen in the index, 3 bad */
+};
+
+struct uses {
+    struct use *slot;
+    size_t cap, n; /* cap: a power of two */
+};
+
+static uint64_t slot_of(const uint8_t *hash)
+{
+    uint64_t h;
+
+    memcpy(&h, hash, sizeof(h)); /* chunk hashes are uniform already */
+    return h;
+}
+
+static struct use *uses_find(struct uses *u, const uint8_t *hash, bool add)
+{
+    size_t i, mask = u->cap - 1;
+
+    for (i = slot_of(hash) & mask;; i = (i + 1) & mask) {
+        struct use *e = &u->slot[i];
+        if (e->state == 0) {
+            if (!add)
+                return NULL;
+            memcpy(e->hash, hash, CHASH_LEN);
+            e->state = 1;
+            u->n++;
+            return e;
+        }
+        if (memcmp(e->hash, hash, CHASH_LEN) == 0)
+            return e;
+    }
+}
+
+static int uses_grow(struct uses *u)
+{
+    struct uses bigger = {.cap = u->cap ? u->cap * 2 : 4096};
+    size_t i;
+
+    bigger.slot = calloc(bigger.cap, sizeof(*bigger.slot));
+    if (!bigger.slot)
+        return -ENOMEM;
+    for (i = 0; i < u->cap; i++) {
+        if (u->slot[i].state)
+            *uses_find(&bigger, u->slot[i].hash, true) = u->slot[i];
+    }
+    free(u->slot);
+    *u = bigger;
+    return 0;
+}
+
+static struct use *uses_add(struct uses *u, const uint8_t *hash)
+{
+    if (2 * (u->n + 1) > u->cap && uses_grow(u) < 0)
+        return NULL;
+    return uses_find(u, hash, true);
+}
+
+/* --- the passes ------------------------------------------------------------ */
+
+struct ctx {
+    struct store *s;
+    bool repair;
+    struct store_fsck r;
+    struct uses uses;
+    rocksdb_writebatch_t *b;
+    uint64_t chunks, physical, logical;
+    int err;
+};
+
+static int pass_pieces(void *arg, const uint8_t *file, uint32_t index, const char *v, size_t n)
+{
+    struct ctx *c = arg;
+    struct manifest_piece p;
+    struct chash_leaf *ch;
+    uint8_t h[CHASH_LEN], key[PIECE_KEY_LEN];
+    uint32_t i;
+    int r;
+
+    r = manifest_piece_decode(&p, &ch, (const uint8_t *)v, n);
+    if (r == 0) {
+        c->logical += p.len;
+        /* The merkle pass scrambles its input: hash a copy. */
+        struct chash_leaf *tmp = malloc(p.n_chunks * sizeof(*tmp));
+        if (!tmp) {
+            free(ch);
+            return -ENOMEM;
+        }
+        memcpy(tmp, ch, p.n_chunks * sizeof(*tmp));
+        chash_piece_inplace(tmp, p.n_chunks, h);
+        free(tmp);
+        if (memcmp(h, p.hash, CHASH_LEN) == 0) {
+            /* Only intact pieces count as uses: a bad one goes in repair. */
+            for (i = 0; i < p.n_chunks; i++) {
+                struct use *e = uses_add(&c->uses, ch[i].hash);
+                if (!e) {
+                    free(ch);
+                    return -ENOMEM;
+                }
+                e->uses++;
+            }
+        }
+        free(ch);
+    }
+    if (r < 0 || memcmp(h, p.hash, CHASH_LEN) != 0) {
+        store__log(c->s, STORE_LOG_ERROR, "piece record %" PRIu32 " is %s", index,
+                   r < 0 ? "undecodable" : "inconsistent with its piece hash");
+        c->r.bad_pieces++;
+        if (c->repair) {
+            store__piece_key(key, file, index);
+            rocksdb_writebatch_delete_cf(c->b, c->s->cf[CF_CHUNKS], (const char *)key,
+                                         sizeof(key));
+        }
+    }
+    return 0;
+}
+
+/* Walks the 'M' records, reading and hashing each chunk's bytes. */
+static int pass_index(struct ctx *c)
+{
+    struct store *s = c->s;
+    rocksdb_readoptions_t *ro = rocksdb_readoptions_create();
+    rocksdb_iterator_t *it;
+    uint8_t lo = KEY_META, hi = KEY_META + 1, ckey[1 + CHASH_LEN], h[CHASH_LEN];
+    const char *k, *v;
+    size_t klen, vlen;
+    char *err = NULL, *data;
+    size_t dlen;
+    int r = 0;
+
+    rocksdb_readoptions_set_iterate_upper_bound(ro, (const char *)&hi, 1);
+    rocksdb_readoptions_set_fill_cache(ro, 0);
+    it = rocksdb_create_iterator_cf(s->db, ro, s->cf[CF_CHUNKS]);
+    for (rocksdb_iter_seek(it, (const char *)&lo, 1); rocksdb_iter_valid(it);
+         rocksdb_iter_next(it)) {
+        const uint8_t *hash;
+        uint32_t len, refs;
+        struct use *e;
+        bool bad;
+
+        k = rocksdb_iter_key(it, &klen);
+        v = rocksdb_iter_value(it, &vlen);
+        if (klen != 1 + CHASH_LEN || vlen != 8)
+            continue;
+        hash = (const uint8_t *)k + 1;
+        len = store__get_u32le((const uint8_t *)v);
+        refs = store__get_u32le((const uint8_t *)v + 4);
+        c->r.chunks_checked++;
+        c->chunks++;
+        c->physical += len;
+        store__chunk_key(ckey, KEY_CHUNK, hash);
+        r = store__get(s, CF_CHUNKS, ckey, sizeof(ckey), &data, &dlen);
+        if (r < 0 && r != -ENOENT)
+            break;
+        bad = r == -ENOENT || dlen != len;
+        if (r == 0) {
+            if (!bad) {
+                chash_chunk(data, dlen, h);
+                bad = memcmp(h, hash, CHASH_LEN) != 0;
+            }
+            rocksdb_free(data);
+        }
+        r = 0;
+        e = uses_find(&c->uses, hash, false);
+        if (bad) {
+            store__log(s, STORE_LOG_ERROR, "a stored chunk is %s",
+                       dlen != len ? "missing or of the wrong length" : "corrupt");
+            c->r.bad_chunks++;
+            if (e)
+                e->state = 3;
+            if (c->repair) {
+                rocksdb_writebatch_delete_cf(c->b, s->cf[CF_CHUNKS], k, klen);
+                rocksdb_writebatch_delete_cf(c->b, s->cf[CF_CHUNKS], (const char *)ckey,
+                                             sizeof(ckey));
+            }
+            continue;
+        }
+        if (!e) {
+            c->r.orphan_chunks++;
+            if (c->repair) {
+                rocksdb_writebatch_delete_cf(c->b, s->cf[CF_CHUNKS], k, klen);
+                rocksdb_writebatch_delete_cf(c->b, s->cf[CF_CHUNKS], (const char *)ckey,
+                                             sizeof(ckey));
+            }
+            continue;
+        }
+        e->state = 2;
+        if (e->uses != refs) {
+            c->r.bad_refcounts++;
+            if (c->repair)
+                store__meta_put(s, c->b, hash, len, e->uses);
+        }
+    }
+    if (r == 0) {
+        rocksdb_iter_get_error(it, &err);
+        r = store__err(s, err, "iterating the chunk index");
+    }
+    rocksdb_iter_destroy(it);
+    rocksdb_readoptions_destroy(ro);
+    return r;
+}
+
+/* After pass 2: does this piece use a chunk that is missing or bad? */
+static int piece_broken(struct ctx *c, const char *v, size_t n, bool *broken)
+{
+    struct manifest_piece p;
+    struct chash_leaf *ch;
+    uint32_t i;
+
+    *broken = true;
+    if (manifest_piece_decode(&p, &ch, (const uint8_t *)v, n) < 0)
+        return 0;
+    *broken = false;
+    for (i = 0; i < p.n_chunks && !*broken; i++) {
+        struct use *e = uses_find(&c->uses, ch[i].hash, false);
+        *broken = !e || e->state != 2;
+    }
+    free(ch);
+    return 0;
+}
+
+struct broken_ctx {
+    struct ctx *c;
+    uint8_t last_file[STORE_ID_LEN];
+    bool have_last;
+};
+
+/* Pass 3a: pieces using missing or bad chunks; they go in repair, and so does the
+ * complete mark of their file. */
+static int pass_broken(void *arg, const uint8_t *file, uint32_t index, const char *v, size_t n)
+{
+    struct broken_ctx *bc = arg;
+    struct ctx *c = bc->c;
+    uint8_t key[PIECE_KEY_LEN];
+    bool broken;
+
+    piece_broken(c, v, n, &broken);
+    if (!broken)
+        return 0;
+    if (!bc->have_last || memcmp(bc->last_file, file, STORE_ID_LEN) != 0) {
+        memcpy(bc->last_file, file, STORE_ID_LEN);
+        bc->have_last = true;
+    }
+    store__log(c->s, STORE_LOG_ERROR, "piece %" PRIu32 " of a file lost chunks", index);
+    if (c->repair) {
+        store__piece_key(key, file, index);
+        rocksdb_writebatch_delete_cf(c->b, c->s->cf[CF_CHUNKS], (const char *)key, sizeof(key));
+    }
+    return 0;
+}
+
+/* Pass 3b: every complete file has all its pieces, each intact. */
+static int pass_files(struct ctx *c, rocksdb_writebatch_t *meta)
+{
+    struct store *s = c->s;
+    rocksdb_readoptions_t *ro = rocksdb_readoptions_create();
+    rocksdb_iterator_t *it = rocksdb_create_iterator_cf(s->db, ro, s->cf[CF_FILES]);
+    char *err = NULL, *v;
+    size_t klen, vlen;
+    int r = 0;
+
+    for (rocksdb_iter_seek_to_first(it); rocksdb_iter_valid(it); rocksdb_iter_next(it)) {
+        const char *k = rocksdb_iter_key(it, &klen);
+        struct store_file f;
+        uint64_t n_pieces, i;
+        bool ok = true;
+
+        if (klen != STORE_ID_LEN || store__file_get(s, (const uint8_t *)k, &f) < 0 || !f.complete)
+            continue;
+        c->r.files_checked++;
+        n_pieces = (f.size + PROTO_PIECE_LEN - 1) / PROTO_PIECE_LEN;
+        for (i = 0; i < n_pieces && ok; i++) {
+            uint8_t key[PIECE_KEY_LEN];
+            store__piece_key(key, (const uint8_t *)k, (uint32_t)i);
+            r = store__get(s, CF_CHUNKS, key, sizeof(key), &v, &vlen);
+            if (r == -ENOENT) {
+                ok = false;
+                r = 0;
+                break;
+            }
+            if (r < 0)
+                break;
+            bool broken;
+            piece_broken(c, v, vlen, &broken);
+            ok = !broken;
+            rocksdb_free(v);
+        }
+        if (r < 0)
+            break;
+        if (!ok) {
+            store__log(s, STORE_LOG_ERROR, "a complete file lost data; %s",
+                       c->repair ? "it will be fetched again" : "run the check with repair");
+            c->r.broken_files++;
+            if (c->repair) {
+                rocksdb_writebatch_delete_cf(meta, s->cf[CF_FILES], k, klen);
+                rocksdb_writebatch_delete_cf(meta, s->cf[CF_MANIFESTS], k, klen);
+            }
+        }
+    }
+    if (r == 0) {
+        rocksdb_iter_get_error(it, &err);
+        r = store__err(s, err, "iterating files");
+    }
+    rocksdb_iter_destroy(it);
+    rocksdb_readoptions_destroy(ro);
+    return r;
+}
+
+static bool clean(const struct store_fsck *r)
+{
+    return !(r->missing_chunks || r->bad_chunks || r->bad_pieces || r->bad_refcounts ||
+             r->orphan_chunks || r->broken_files || r->bad_totals);
+}
+
+/* One round: the passes, then (with repair) one batch of fixes. The totals computed
+ * are those of the store as the round found it; a repair round is followed by
+ * another, which finds the exact totals of the repaired store (and the counts that
+ * dropping broken pieces changed). Called with s->mu held. */
+static int check_round(struct store *s, bool repair, struct store_fsck *out)
+{
+    struct ctx c = {.s = s, .repair = repair};
+    struct broken_ctx bc = {.c = &c};
+    rocksdb_writebatch_t *meta = rocksdb_writebatch_create();
+    size_t i;
+    int r;
+
+    c.b = rocksdb_writebatch_create();
+    r = uses_grow(&c.uses);
+    if (r == 0)
+        r = store__piece_walk(s, NULL, true, pass_pieces, &c);
+    if (r == 0)
+        r = pass_index(&c);
+    for (i = 0; r == 0 && i < c.uses.cap; i++) {
+        if (c.uses.slot[i].state == 1)
+            c.r.missing_chunks++;
+    }
+    if (r == 0)
+        r = store__piece_walk(s, NULL, true, pass_broken, &bc);
+    if (r == 0)
+        r = pass_files(&c, meta);
+    if (r == 0 && (s->st.chunks != c.chunks || s->st.physical_bytes != c.physical ||
+                   s->st.logical_bytes != c.logical)) {
+        store__log(s, STORE_LOG_ERROR, "stored totals differ from the records");
+        c.r.bad_totals++;
+    }
+    if (r == 0 && repair && !clean(&c.r)) {
+        /* Complete marks first, synced; then the chunks CF (which has no WAL). */
+        r = store__write(s, meta, false);
+        if (r == 0) {
+            s->st.chunks = c.chunks;
+            s->st.physical_bytes = c.physical;
+            s->st.logical_bytes = c.logical;
+            store__stats_put(s, c.b);
+            r = store__write(s, c.b, true);
+        }
+    }
+    rocksdb_writebatch_destroy(c.b);
+    rocksdb_writebatch_destroy(meta);
+    free(c.uses.slot);
+    if (r == 0)
+        *out = c.r;
+    return r;
+}
+
+int store_check(struct store *s, bool repair, struct store_fsck *out)
+{
+    struct store_fsck first, again;
+    int r, round;
+
+    /* Writers wait: counts must not move under the check. */
+    pthread_mutex_lock(&s->mu);
+    r = check_round(s, repair, &first);
+    again = first;
+    for (round = 0; r == 0 && repair && !clean(&again) && round < 3; round++)
+        r = check_round(s, true, &again);
+    pthread_mutex_unlock(&s->mu);
+    if (r < 0)
+        return r;
+    *out = first;
+    if (repair && !clean(&again)) {
+        store__log(s, STORE_LOG_ERROR, "the store is still inconsistent after repair");
+        return SHOAL_EHASH;
+    }
+    return repair || clean(&first) ? 0 : SHOAL_EHASH;
+}

@@ -1,0 +1,1138 @@
+/* store.c - the RocksDB chunk store.
+ *
+ * DESIGN. Three column families (docs/storage.md):
+ *
+ *   chunks     'C' hash            -> chunk bytes            (BlobDB, no compression)
+ *              'M' hash            -> len u32, refs u32       (index: present + refcount)
+ *              'P' file index(BE)  -> piece record            (manifest_piece_encode)
+ *              'S'                 -> chunks, physical, logical (u64 each)
+ *   files      file id             -> version, flags, size, atime (complete files only)
+ *   manifests  file id             -> manifest v1              (complete files only)
+ *   default    "schema"            -> schema version
+ *
+ * Everything in `chunks` is written without the WAL, and only ever without it: a
+ * memtable is flushed whole, so after a crash that CF holds a prefix of its batches,
+ * each one all or nothing, and its records always agree with each other (an 'M' never
+ * claims a chunk whose 'C' was lost). `files` and `manifests` go through the WAL; the
+ * record that marks a file complete is written synced, after the chunks CF is flushed.
+ *
+ * Reference counts count piece records: a chunk used twice in one piece counts
+ * twice. Read-modify-writes of 'M' and 'S' run under one mutex; the batch is small
+ * work for RocksDB (a memtable insert), so writers queue only briefly.
+ */
+#include "store.h"
+
+#include "store_int.h"
+
+#include "err.h"
+#include "proto_limits.h"
+
+#include <errno.h>
+#include <inttypes.h>
+#include <pthread.h>
+#include <rocksdb/c.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/statvfs.h>
+#include <time.h>
+
+static const char *const cf_names[CF_COUNT] = {
+    "default", "chunks", "files", "manifests", "snapshots", "refs", "pins",
+};
+
+/* --- small helpers ---------------------------------------------------------- */
+
+void store__log(struct store *s, enum store_log_level lvl, const char *fmt, ...)
+{
+    char msg[512];
+    va_list ap;
+
+    va_start(ap, fmt);
+    vsnprintf(msg, sizeof(msg), fmt, ap);
+    va_end(ap);
+    if (s->log)
+        s->log(s->log_arg, lvl, msg);
+    else
+        fprintf(stderr, "store: %s\n", msg);
+}
+
+int store__err(struct store *s, char *errptr, const char *what)
+{
+    if (!errptr)
+        return 0;
+    store__log(s, STORE_LOG_ERROR, "%s: %s", what, errptr);
+    rocksdb_free(errptr);
+    return SHOAL_ESTORE;
+}
+
+void store__put_u32le(uint8_t *p, uint32_t v)
+{
+    p[0] = (uint8_t)v;
+    p[1] = (uint8_t)(v >> 8);
+    p[2] = (uint8_t)(v >> 16);
+    p[3] = (uint8_t)(v >> 24);
+}
+
+uint32_t store__get_u32le(const uint8_t *p)
+{
+    return (uint32_t)p[0] | (uint32_t)p[1] << 8 | (uint32_t)p[2] << 16 | (uint32_t)p[3] << 24;
+}
+
+void store__put_u64le(uint8_t *p, uint64_t v)
+{
+    store__put_u32le(p, (uint32_t)v);
+    store__put_u32le(p + 4, (uint32_t)(v >> 32));
+}
+
+uint64_t store__get_u64le(const uint8_t *p)
+{
+    return store__get_u32le(p) | (uint64_t)store__get_u32le(p + 4) << 32;
+}
+
+void store__chunk_key(uint8_t key[1 + CHASH_LEN], char kind, const uint8_t hash[CHASH_LEN])
+{
+    key[0] = (uint8_t)kind;
+    memcpy(key + 1, hash, CHASH_LEN);
+}
+
+void store__piece_key(uint8_t key[PIECE_KEY_LEN], const uint8_t file[STORE_ID_LEN], uint32_t index)
+{
+    key[0] = KEY_PIECE;
+    memcpy(key + 1, file, STORE_ID_LEN);
+    /* Big-endian, so that a file's pieces sort in order. */
+    key[1 + STORE_ID_LEN] = (uint8_t)(index >> 24);
+    key[2 + STORE_ID_LEN] = (uint8_t)(index >> 16);
+    key[3 + STORE_ID_LEN] = (uint8_t)(index >> 8);
+    key[4 + STORE_ID_LEN] = (uint8_t)index;
+}
+
+uint32_t store__piece_key_index(const uint8_t *key)
+{
+    const uint8_t *p = key + 1 + STORE_ID_LEN;
+
+    return (uint32_t)p[0] << 24 | (uint32_t)p[1] << 16 | (uint32_t)p[2] << 8 | p[3];
+}
+
+/* Reads one value (malloc'd by RocksDB, freed with rocksdb_free). */
+int store__get(struct store *s, int cf, const void *key, size_t klen, char **val,
+                     size_t *vlen)
+{
+    char *err = NULL;
+
+    *val = rocksdb_get_cf(s->db, s->ro, s->cf[cf], key, klen, vlen, &err);
+    if (err)
+        return store__err(s, err, "read");
+    return *val ? 0 : -ENOENT;
+}
+
+int store__write(struct store *s, rocksdb_writebatch_t *b, bool chunks_cf)
+{
+    char *err = NULL;
+
+    rocksdb_write(s->db, chunks_cf ? s->wo_nowal : s->wo_sync, b, &err);
+    return store__err(s, err, "write");
+}
+
+void store__stats_put(struct store *s, rocksdb_writebatch_t *b)
+{
+    uint8_t key = KEY_STATS, val[24];
+
+    store__put_u64le(val, s->st.chunks);
+    store__put_u64le(val + 8, s->st.physical_bytes);
+    store__put_u64le(val + 16, s->st.logical_bytes);
+    rocksdb_writebatch_put_cf(b, s->cf[CF_CHUNKS], (const char *)&key, 1, (const char *)val,
+                              sizeof(val));
+}
+
+/* --- open and close --------------------------------------------------------- */
+
+static rocksdb_options_t *cf_options(int cf)
+{
+    rocksdb_options_t *o = rocksdb_options_create();
+
+    if (cf == CF_CHUNKS) {
+        /* Chunk bytes go to blob files: compaction then moves 40-byte references,
+         * not the data, and compressing random weights costs CPU for nothing. */
+        rocksdb_options_set_enable_blob_files(o, 1);
+        rocksdb_options_set_min_blob_size(o, 4096);
+        rocksdb_options_set_blob_file_size(o, 256u << 20);
+        rocksdb_options_set_enable_blob_gc(o, 1);
+        rocksdb_options_set_blob_compression_type(o, rocksdb_no_compression);
+        rocksdb_options_set_compression(o, rocksdb_no_compression);
+        rocksdb_options_set_write_buffer_size(o, 64u << 20);
+        rocksdb_options_set_max_write_buffer_number(o, 3);
+    }
+    return o;
+}
+
+static int check_schema(struct store *s, bool fresh, char *why, size_t why_len)
+{
+    static const char key[] = "schema";
+    char *val, *err = NULL, want[16];
+    size_t vlen;
+    int n, r;
+
+    n = snprintf(want, sizeof(want), "%d", STORE_SCHEMA_VERSION);
+    r = store__get(s, CF_DEFAULT, key, sizeof(key) - 1, &val, &vlen);
+    if (r == -ENOENT && fresh) {
+        rocksdb_put_cf(s->db, s->wo_sync, s->cf[CF_DEFAULT], key, sizeof(key) - 1, want,
+                       (size_t)n, &err);
+        return store__err(s, err, "writing the schema version");
+    }
+    if (r == -ENOENT) {
+        snprintf(why, why_len,
+                 "%s is a RocksDB database but not a Shoal store (no schema version); "
+                 "give shoald another data directory",
+                 s->dir);
+        return SHOAL_EVERSION;
+    }
+    if (r < 0)
+        return r;
+    if (vlen != (size_t)n || memcmp(val, want, vlen) != 0) {
+        snprintf(why, why_len,
+                 "the store in %s has schema version %.*s and this build reads version %d: "
+                 "use a build of that version, or move the directory aside and pull again",
+                 s->dir, (int)(vlen < 16 ? vlen : 16), val, STORE_SCHEMA_VERSION);
+        rocksdb_free(val);
+        return SHOAL_EVERSION;
+    }
+    rocksdb_free(val);
+    return 0;
+}
+
+int store__stats_load(struct store *s)
+{
+    uint8_t key = KEY_STATS;
+    char *val;
+    size_t vlen;
+    int r;
+
+    r = store__get(s, CF_CHUNKS, &key, 1, &val, &vlen);
+    if (r == -ENOENT)
+        return 0;
+    if (r < 0)
+        return r;
+    if (vlen != 24) {
+        rocksdb_free(val);
+        store__log(s, STORE_LOG_ERROR, "stats record has %zu bytes, not 24", vlen);
+        return SHOAL_EFORMAT;
+    }
+    s->st.chunks = store__get_u64le((uint8_t *)val);
+    s->st.physical_bytes = store__get_u64le((uint8_t *)val + 8);
+    s->st.logical_bytes = store__get_u64le((uint8_t *)val + 16);
+    rocksdb_free(val);
+    return 0;
+}
+
+int store_open(const char *dir, const struct store_opts *o, struct store **out, char *why,
+               size_t why_len)
+{
+    struct store *s = calloc(1, sizeof(*s));
+    rocksdb_options_t *dbo = NULL;
+    char **existing = NULL, *err = NULL;
+    size_t n_existing = 0;
+    bool fresh;
+    int i, r;
+
+    if (why_len)
+        why[0] = '\0';
+    if (!s || !(s->dir = strdup(dir))) {
+        free(s);
+        return -ENOMEM;
+    }
+    pthread_mutex_init(&s->mu, NULL);
+    pthread_mutex_init(&s->hold_mu, NULL);
+    if (o) {
+        s->quota = o->quota;
+        s->min_free = o->min_free;
+        s->log = o->log;
+        s->log_arg = o->log_arg;
+    }
+    dbo = rocksdb_options_create();
+    rocksdb_options_set_create_if_missing(dbo, 1);
+    rocksdb_options_set_create_missing_column_families(dbo, 1);
+    rocksdb_options_set_max_background_jobs(dbo, 4);
+    rocksdb_options_set_keep_log_file_num(dbo, 4);
+    rocksdb_options_set_info_log_level(dbo, 2); /* warnings and worse in RocksDB's LOG */
+
+    existing = rocksdb_list_column_families(dbo, dir, &n_existing, &err);
+    fresh = err != NULL; /* no database there yet */
+    if (err)
+        rocksdb_free(err);
+    err = NULL;
+    if (existing)
+        rocksdb_list_column_families_destroy(existing, n_existing);
+    if (!fresh && n_existing < CF_COUNT) {
+        snprintf(why, why_len, "%s holds a RocksDB database that is not a Shoal store", dir);
+        r = SHOAL_EVERSION;
+        goto fail;
+    }
+    for (i = 0; i < CF_COUNT; i++)
+        s->opts[i] = cf_options(i);
+    s->db = rocksdb_open_column_families(dbo, dir, CF_COUNT, cf_names,
+                                         (const rocksdb_options_t *const *)s->opts, s->cf, &err);
+    if (err) {
+        snprintf(why, why_len, "cannot open the store in %s: %s", dir, err);
+        r = store__err(s, err, "open");
+        goto fail;
+    }
+    s->wo_nowal = rocksdb_writeoptions_create();
+    rocksdb_writeoptions_disable_WAL(s->wo_nowal, 1);
+    s->wo_sync = rocksdb_writeoptions_create();
+    rocksdb_writeoptions_set_sync(s->wo_sync, 1);
+    s->wo_wal = rocksdb_writeoptions_create();
+    s->ro = rocksdb_readoptions_create();
+    s->fo = rocksdb_flushoptions_create();
+    rocksdb_flushoptions_set_wait(s->fo, 1);
+    r = check_schema(s, fresh, why, why_len);
+    if (r == 0)
+        r = store__stats_load(s);
+    if (r < 0)
+        goto fail;
+    rocksdb_options_destroy(dbo);
+    *out = s;
+    return 0;
+fail:
+    if (why_len && !why[0])
+        snprintf(why, why_len, "cannot open the store in %s: %s", dir, shoal_strerror(r));
+    rocksdb_options_destroy(dbo);
+    store_close(s);
+    return r;
+}
+
+void store_close(struct store *s)
+{
+    int i;
+
+    if (!s)
+        return;
+    if (s->db) {
+        char *err = NULL;
+        /* The chunks CF has no WAL: flush it so that nothing written is lost. */
+        rocksdb_flush_cf(s->db, s->fo, s->cf[CF_CHUNKS], &err);
+        store__err(s, err, "flush at close");
+        for (i = 0; i < CF_COUNT; i++)
+            rocksdb_column_family_handle_destroy(s->cf[i]);
+        rocksdb_close(s->db);
+    }
+    for (i = 0; i < CF_COUNT; i++) {
+        if (s->opts[i])
+            rocksdb_options_destroy(s->opts[i]);
+    }
+    if (s->wo_nowal)
+        rocksdb_writeoptions_destroy(s->wo_nowal);
+    if (s->wo_sync)
+        rocksdb_writeoptions_destroy(s->wo_sync);
+    if (s->wo_wal)
+        rocksdb_writeoptions_destroy(s->wo_wal);
+    if (s->ro)
+        rocksdb_readoptions_destroy(s->ro);
+    if (s->fo)
+        rocksdb_flushoptions_destroy(s->fo);
+    pthread_mutex_destroy(&s->mu);
+    pthread_mutex_destroy(&s->hold_mu);
+    free(s->holds);
+    free(s->dir);
+    free(s);
+}
+
+/* --- chunks and pieces ------------------------------------------------------ */
+
+uint64_t store__now_ns(void)
+{
+    struct timespec ts;
+
+    clock_gettime(CLOCK_REALTIME, &ts);
+    return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
+}
+
+int store__space_ok(struct store *s, uint64_t bytes)
+{
+    struct statvfs v;
+
+    if (s->quota && s->st.physical_bytes + bytes > s->quota)
+        return -ENOSPC;
+    if (s->min_free && statvfs(s->dir, &v) == 0 &&
+        (uint64_t)v.f_bavail * v.f_frsize < s->min_free + bytes)
+        return -ENOSPC;
+    return 0;
+}
+
+static int by_hash(const void *a, const void *b, void *arg)
+{
+    const struct store_chunk *c = arg;
+
+    return memcmp(c[*(const uint32_t *)a].hash, c[*(const uint32_t *)b].hash, CHASH_LEN);
+}
+
+/* Groups equal hashes: order[] gets the chunk indexes sorted by hash; returns the
+ * number of distinct hashes; group k starts at order[first[k]] and has count[k]. */
+static uint32_t group_chunks(const struct store_chunk *c, uint32_t n, uint32_t *order,
+                             uint32_t *first, uint32_t *count)
+{
+    uint32_t i, g = 0;
+
+    for (i = 0; i < n; i++)
+        order[i] = i;
+    qsort_r(order, n, sizeof(order[0]), by_hash, (void *)c);
+    for (i = 0; i < n; i++) {
+        if (i > 0 && memcmp(c[order[i]].hash, c[order[i - 1]].hash, CHASH_LEN) == 0) {
+            count[g - 1]++;
+            continue;
+        }
+        first[g] = i;
+        count[g] = 1;
+        g++;
+    }
+    return g;
+}
+
+int store__meta_get(struct store *s, const uint8_t (*hashes)[CHASH_LEN], size_t n,
+                    uint32_t *lens, uint32_t *refs)
+{
+    uint8_t (*keys)[1 + CHASH_LEN] = calloc(n, sizeof(*keys));
+    const char **kp = calloc(n, sizeof(*kp));
+    size_t *ks = calloc(n, sizeof(*ks)), *vs = calloc(n, sizeof(*vs));
+    char **vals = calloc(n, sizeof(*vals)), **errs = calloc(n, sizeof(*errs));
+    const rocksdb_column_family_handle_t **cfs = calloc(n, sizeof(*cfs));
+    int r = 0;
+    size_t i;
+
+    if (n == 0)
+        goto out;
+    if (!keys || !kp || !ks || !vs || !vals || !errs || !cfs) {
+        r = -ENOMEM;
+        goto out;
+    }
+    for (i = 0; i < n; i++) {
+        store__chunk_key(keys[i], KEY_META, hashes[i]);
+        kp[i] = (const char *)keys[i];
+        ks[i] = sizeof(keys[i]);
+        cfs[i] = s->cf[CF_CHUNKS];
+    }
+    rocksdb_multi_get_cf(s->db, s->ro, cfs, n, kp, ks, vals, vs, errs);
+    for (i = 0; i < n; i++) {
+        if (errs[i]) {
+            r = store__err(s, errs[i], "chunk index read");
+            continue;
+        }
+        if (!vals[i]) {
+            lens[i] = refs[i] = 0;
+            continue;
+        }
+        if (vs[i] != 8) {
+            store__log(s, STORE_LOG_ERROR, "chunk index record of %zu bytes", vs[i]);
+            r = SHOAL_EFORMAT;
+        } else {
+            lens[i] = store__get_u32le((uint8_t *)vals[i]);
+            refs[i] = store__get_u32le((uint8_t *)vals[i] + 4);
+        }
+        rocksdb_free(vals[i]);
+    }
+out:
+    free(keys);
+    free(kp);
+    free(ks);
+    free(vs);
+    free(vals);
+    free(errs);
+    free(cfs);
+    return r;
+}
+
+void store__meta_put(struct store *s, rocksdb_writebatch_t *b, const uint8_t hash[CHASH_LEN],
+                     uint32_t len, uint32_t refs)
+{
+    uint8_t key[1 + CHASH_LEN], val[8];
+
+    store__chunk_key(key, KEY_META, hash);
+    store__put_u32le(val, len);
+    store__put_u32le(val + 4, refs);
+    rocksdb_writebatch_put_cf(b, s->cf[CF_CHUNKS], (const char *)key, sizeof(key),
+                              (const char *)val, sizeof(val));
+}
+
+int store_has_piece(struct store *s, const uint8_t file[static STORE_ID_LEN], uint32_t index)
+{
+    uint8_t key[PIECE_KEY_LEN];
+    char *val;
+    size_t vlen;
+    int r;
+
+    store__piece_key(key, file, index);
+    r = store__get(s, CF_CHUNKS, key, sizeof(key), &val, &vlen);
+    if (r == -ENOENT)
+        return 0;
+    if (r < 0)
+        return r;
+    rocksdb_free(val);
+    return 1;
+}
+
+int store_put_piece(struct store *s, const uint8_t file[static STORE_ID_LEN], uint32_t index,
+                    const uint8_t piece_hash[static CHASH_LEN], const struct store_chunk *chunks,
+                    uint32_t n)
+{
+    struct chash_leaf *leaves = NULL;
+    struct manifest_piece piece = {0};
+    uint32_t *order = NULL, *first = NULL, *count = NULL, *lens = NULL, *refs = NULL, g, k;
+    uint8_t (*ghash)[CHASH_LEN] = NULL, key[PIECE_KEY_LEN], ckey[1 + CHASH_LEN];
+    rocksdb_writebatch_t *b = NULL;
+    uint8_t *rec = NULL;
+    size_t rec_len;
+    uint64_t new_bytes = 0, piece_len = 0;
+    bool evicted = false;
+    uint32_t i;
+    int r;
+
+    if (n == 0 || n > PROTO_CHUNKS_PER_PIECE)
+        return -EINVAL;
+    for (i = 0; i < n; i++) {
+        if (chunks[i].len == 0 || chunks[i].len > PROTO_CHUNK_MAX)
+            return -EINVAL;
+        piece_len += chunks[i].len;
+    }
+    if (piece_len > PROTO_PIECE_LEN)
+        return -EINVAL;
+    r = store_has_piece(s, file, index);
+    if (r != 0)
+        return r < 0 ? r : 0;
+
+    leaves = malloc(n * sizeof(*leaves));
+    order = malloc(n * sizeof(*order));
+    first = malloc(n * sizeof(*first));
+    count = malloc(n * sizeof(*count));
+    lens = malloc(n * sizeof(*lens));
+    refs = malloc(n * sizeof(*refs));
+    ghash = malloc(n * sizeof(*ghash));
+    b = rocksdb_writebatch_create();
+    if (!leaves || !order || !first || !count || !lens || !refs || !ghash || !b) {
+        r = -ENOMEM;
+        goto out;
+    }
+    for (i = 0; i < n; i++) {
+        memcpy(leaves[i].hash, chunks[i].hash, CHASH_LEN);
+        leaves[i].len = chunks[i].len;
+    }
+    memcpy(piece.hash, piece_hash, CHASH_LEN);
+    piece.len = (uint32_t)piece_len;
+    piece.n_chunks = n;
+    r = manifest_piece_encode(&piece, leaves, &rec, &rec_len);
+    if (r < 0)
+        goto out;
+    g = group_chunks(chunks, n, order, first, count);
+    for (k = 0; k < g; k++)
+        memcpy(ghash[k], chunks[order[first[k]]].hash, CHASH_LEN);
+
+again:
+    pthread_mutex_lock(&s->mu);
+    r = store__meta_get(s, (const uint8_t(*)[CHASH_LEN])ghash, g, lens, refs);
+    if (r < 0)
+        goto unlock;
+    new_bytes = 0;
+    for (k = 0; k < g; k++) {
+        if (refs[k] == 0)
+            new_bytes += chunks[order[first[k]]].len;
+    }
+    r = store__space_ok(s, new_bytes);
+    if (r < 0 && !evicted) {
+        /* Make room (eviction takes the lock itself), then look again: another
+         * writer may have stored some of these chunks meanwhile. */
+        pthread_mutex_unlock(&s->mu);
+        evicted = true;
+        r = store_evict(s, new_bytes, &(uint64_t){0});
+        if (r < 0)
+            goto out;
+        goto again;
+    }
+    if (r < 0) {
+        store__log(s, STORE_LOG_WARN, "no room for %" PRIu64 " more bytes of chunks", new_bytes);
+        goto unlock;
+    }
+    for (k = 0; k < g; k++) {
+        const struct store_chunk *c = &chunks[order[first[k]]];
+        if (refs[k] == 0) {
+            store__chunk_key(ckey, KEY_CHUNK, c->hash);
+            rocksdb_writebatch_put_cf(b, s->cf[CF_CHUNKS], (const char *)ckey, sizeof(ckey),
+                                      (const char *)c->data, c->len);
+            s->st.chunks++;
+            s->st.physical_bytes += c->len;
+        }
+        store__meta_put(s, b, c->hash, c->len, refs[k] + count[k]);
+    }
+    store__piece_key(key, file, index);
+    rocksdb_writebatch_put_cf(b, s->cf[CF_CHUNKS], (const char *)key, sizeof(key),
+                              (const char *)rec, rec_len);
+    s->st.logical_bytes += piece_len;
+    store__stats_put(s, b);
+    r = store__write(s, b, true);
+    if (r < 0) {
+        /* The batch did not land: take the counters back. */
+        int e = store__stats_load(s);
+        if (e < 0)
+            store__log(s, STORE_LOG_ERROR, "stats reload failed: %s", shoal_strerror(e));
+    }
+unlock:
+    pthread_mutex_unlock(&s->mu);
+out:
+    if (b)
+        rocksdb_writebatch_destroy(b);
+    free(rec);
+    free(leaves);
+    free(order);
+    free(first);
+    free(count);
+    free(lens);
+    free(refs);
+    free(ghash);
+    return r;
+}
+
+int store_has_chunks(struct store *s, const uint8_t (*hashes)[CHASH_LEN], size_t n, bool *have)
+{
+    uint32_t *lens = malloc((n ? n : 1) * sizeof(*lens));
+    uint32_t *refs = malloc((n ? n : 1) * sizeof(*refs));
+    size_t i;
+    int r = -ENOMEM;
+
+    if (lens && refs)
+        r = n ? store__meta_get(s, hashes, n, lens, refs) : 0;
+    if (r == 0) {
+        for (i = 0; i < n; i++)
+            have[i] = refs[i] > 0;
+    }
+    free(lens);
+    free(refs);
+    return r;
+}
+
+int store_get_chunk(struct store *s, const uint8_t hash[static CHASH_LEN], uint8_t *buf,
+                    size_t cap, uint32_t *len)
+{
+    uint8_t key[1 + CHASH_LEN];
+    rocksdb_pinnableslice_t *v;
+    const char *p;
+    char *err = NULL;
+    size_t vlen;
+    int r = 0;
+
+    store__chunk_key(key, KEY_CHUNK, hash);
+    v = rocksdb_get_pinned_cf(s->db, s->ro, s->cf[CF_CHUNKS], (const char *)key, sizeof(key),
+                              &err);
+    if (err)
+        return store__err(s, err, "chunk read");
+    if (!v)
+        return -ENOENT;
+    p = rocksdb_pinnableslice_value(v, &vlen);
+    if (vlen > cap) {
+        *len = (uint32_t)vlen;
+        r = -ENOBUFS;
+    } else {
+        memcpy(buf, p, vlen);
+        *len = (uint32_t)vlen;
+    }
+    rocksdb_pinnableslice_destroy(v);
+    return r;
+}
+
+/* --- files ------------------------------------------------------------------ */
+
+int store__file_get(struct store *s, const uint8_t file[STORE_ID_LEN], struct store_file *f)
+{
+    char *val;
+    size_t vlen;
+    int r;
+
+    r = store__get(s, CF_FILES, file, STORE_ID_LEN, &val, &vlen);
+    if (r < 0)
+        return r;
+    if (vlen != FILE_REC_LEN || (uint8_t)val[0] != FILE_REC_VERSION) {
+        store__log(s, STORE_LOG_ERROR, "file record of %zu bytes, version %u", vlen,
+              vlen ? (uint8_t)val[0] : 0);
+        rocksdb_free(val);
+        return vlen && (uint8_t)val[0] != FILE_REC_VERSION ? SHOAL_EVERSION : SHOAL_EFORMAT;
+    }
+    f->complete = (uint8_t)val[1] & FILE_COMPLETE;
+    f->size = store__get_u64le((uint8_t *)val + 2);
+    f->atime = store__get_u64le((uint8_t *)val + 10);
+    rocksdb_free(val);
+    return 0;
+}
+
+void store__file_put(struct store *s, rocksdb_writebatch_t *b, const struct store_file *f)
+{
+    uint8_t val[FILE_REC_LEN];
+
+    val[0] = FILE_REC_VERSION;
+    val[1] = f->complete ? FILE_COMPLETE : 0;
+    store__put_u64le(val + 2, f->size);
+    store__put_u64le(val + 10, f->atime);
+    rocksdb_writebatch_put_cf(b, s->cf[CF_FILES], (const char *)f->id, STORE_ID_LEN,
+                              (const char *)val, sizeof(val));
+}
+
+/* Reads and decodes piece `index` of `file`. */
+static int piece_get(struct store *s, const uint8_t file[STORE_ID_LEN], uint32_t index,
+                     struct manifest_piece *p, struct chash_leaf **chunks)
+{
+    uint8_t key[PIECE_KEY_LEN];
+    char *val;
+    size_t vlen;
+    int r;
+
+    store__piece_key(key, file, index);
+    r = store__get(s, CF_CHUNKS, key, sizeof(key), &val, &vlen);
+    if (r < 0)
+        return r;
+    r = manifest_piece_decode(p, chunks, (const uint8_t *)val, vlen);
+    rocksdb_free(val);
+    if (r < 0)
+        store__log(s, STORE_LOG_ERROR, "piece record %" PRIu32 " does not decode: %s", index,
+              shoal_strerror(r));
+    return r;
+}
+
+int store_complete_file(struct store *s, const uint8_t file[static STORE_ID_LEN], uint64_t size)
+{
+    struct store_file f = {0};
+    struct manifest m;
+    struct manifest_piece p;
+    struct chash_leaf *chunks;
+    rocksdb_writebatch_t *b = NULL;
+    uint8_t *enc = NULL;
+    size_t enc_len;
+    char *err = NULL;
+    uint32_t i;
+    int r;
+
+    if (store__file_get(s, file, &f) == 0 && f.complete && f.size == size)
+        return 0;
+    r = manifest_init(&m, size);
+    if (r < 0)
+        return r == SHOAL_ELIMIT ? -EINVAL : r;
+    memcpy(m.sha256, file, STORE_ID_LEN);
+    for (i = 0; i < m.n_pieces; i++) {
+        r = piece_get(s, file, i, &p, &chunks);
+        if (r < 0)
+            goto out;
+        r = p.len == m.pieces[i].len ? manifest_set_piece(&m, i, p.hash, chunks, p.n_chunks)
+                                     : SHOAL_EFORMAT;
+        free(chunks);
+        if (r < 0) {
+            store__log(s, STORE_LOG_ERROR, "piece %" PRIu32 " does not fit a file of %" PRIu64
+                  " bytes", i, size);
+            r = SHOAL_EFORMAT;
+            goto out;
+        }
+    }
+    r = manifest_check(&m);
+    if (r == 0)
+        r = manifest_encode(&m, &enc, &enc_len);
+    if (r < 0)
+        goto out;
+    /* Chunk data first, on disk; only then the synced record that says complete. */
+    rocksdb_flush_cf(s->db, s->fo, s->cf[CF_CHUNKS], &err);
+    r = store__err(s, err, "flush before completing a file");
+    if (r < 0)
+        goto out;
+    b = rocksdb_writebatch_create();
+    memcpy(f.id, file, STORE_ID_LEN);
+    f.size = size;
+    f.complete = true;
+    f.atime = store__now_ns();
+    rocksdb_writebatch_put_cf(b, s->cf[CF_MANIFESTS], (const char *)file, STORE_ID_LEN,
+                              (const char *)enc, enc_len);
+    store__file_put(s, b, &f);
+    r = store__write(s, b, false);
+out:
+    if (b)
+        rocksdb_writebatch_destroy(b);
+    free(enc);
+    manifest_release(&m);
+    return r;
+}
+
+int store_get_manifest(struct store *s, const uint8_t file[static STORE_ID_LEN],
+                       struct manifest *m)
+{
+    char *val;
+    size_t vlen;
+    int r;
+
+    r = store__get(s, CF_MANIFESTS, file, STORE_ID_LEN, &val, &vlen);
+    if (r < 0)
+        return r;
+    r = manifest_decode(m, (const uint8_t *)val, vlen);
+    rocksdb_free(val);
+    if (r < 0)
+        store__log(s, STORE_LOG_ERROR, "stored manifest does not decode: %s", shoal_strerror(r));
+    return r;
+}
+
+int store_read_file(struct store *s, const uint8_t file[static STORE_ID_LEN], store_read_cb cb,
+                    void *arg)
+{
+    struct manifest m;
+    uint8_t key[1 + CHASH_LEN];
+    rocksdb_pinnableslice_t *v;
+    const char *p;
+    char *err = NULL;
+    size_t vlen;
+    uint64_t k;
+    int r;
+
+    r = store_get_manifest(s, file, &m);
+    if (r < 0)
+        return r;
+    for (k = 0; k < m.n_chunks && r == 0; k++) {
+        store__chunk_key(key, KEY_CHUNK, m.chunks[k].hash);
+        v = rocksdb_get_pinned_cf(s->db, s->ro, s->cf[CF_CHUNKS], (const char *)key,
+                                  sizeof(key), &err);
+        if (err) {
+            r = store__err(s, err, "chunk read");
+            break;
+        }
+        if (!v) {
+            store__log(s, STORE_LOG_ERROR, "a chunk of a complete file is missing");
+            r = -ENOENT;
+            break;
+        }
+        p = rocksdb_pinnableslice_value(v, &vlen);
+        r = vlen == m.chunks[k].len ? cb(arg, (const uint8_t *)p, vlen) : SHOAL_EHASH;
+        rocksdb_pinnableslice_destroy(v);
+    }
+    manifest_release(&m);
+    return r;
+}
+
+int store__piece_walk(struct store *s, const uint8_t *file, bool values, store__piece_walk_cb cb,
+                      void *arg)
+{
+    uint8_t lo[1 + STORE_ID_LEN], hi[1 + STORE_ID_LEN];
+    size_t lo_len = 1, hi_len = 1;
+    rocksdb_readoptions_t *ro = rocksdb_readoptions_create();
+    rocksdb_iterator_t *it;
+    const char *k, *v = NULL;
+    size_t klen, vlen = 0;
+    char *err = NULL;
+    int r = 0;
+
+    lo[0] = KEY_PIECE;
+    hi[0] = KEY_PIECE + 1;
+    if (file) {
+        memcpy(lo + 1, file, STORE_ID_LEN);
+        lo_len = hi_len = 1 + STORE_ID_LEN;
+        memcpy(hi, lo, sizeof(lo));
+        /* The upper bound: the next file id (the all-ones id is not a sha256 anyone
+         * will meet, and then the bound is simply the next key kind). */
+        for (int i = STORE_ID_LEN; i >= 1; i--) {
+            if (++hi[i] != 0)
+                break;
+            if (i == 1) {
+                hi[0] = KEY_PIECE + 1;
+                hi_len = 1;
+            }
+        }
+    }
+    rocksdb_readoptions_set_iterate_upper_bound(ro, (const char *)hi, hi_len);
+    rocksdb_readoptions_set_fill_cache(ro, 0);
+    it = rocksdb_create_iterator_cf(s->db, ro, s->cf[CF_CHUNKS]);
+    for (rocksdb_iter_seek(it, (const char *)lo, lo_len); rocksdb_iter_valid(it);
+         rocksdb_iter_next(it)) {
+        k = rocksdb_iter_key(it, &klen);
+        if (klen != PIECE_KEY_LEN)
+            continue;
+        if (values)
+            v = rocksdb_iter_value(it, &vlen);
+        r = cb(arg, (const uint8_t *)k + 1, store__piece_key_index((const uint8_t *)k), v, vlen);
+        if (r != 0)
+            break;
+    }
+    if (r == 0) {
+        rocksdb_iter_get_error(it, &err);
+        r = store__err(s, err, "iterating pieces");
+    }
+    rocksdb_iter_destroy(it);
+    rocksdb_readoptions_destroy(ro);
+    return r;
+}
+
+struct count_ctx {
+    uint32_t pieces;
+};
+
+static int count_piece(void *arg, const uint8_t *file, uint32_t index, const char *v, size_t n)
+{
+    ((struct count_ctx *)arg)->pieces++;
+    return 0;
+}
+
+int store_file_info(struct store *s, const uint8_t file[static STORE_ID_LEN],
+                    struct store_file *out)
+{
+    struct store_file f = {0};
+    struct count_ctx c = {0};
+    int r;
+
+    r = store__piece_walk(s, file, false, count_piece, &c);
+    if (r < 0)
+        return r;
+    r = store__file_get(s, file, &f);
+    if (r < 0 && r != -ENOENT)
+        return r;
+    if (c.pieces == 0 && r == -ENOENT)
+        return -ENOENT;
+    memcpy(f.id, file, STORE_ID_LEN);
+    f.pieces = c.pieces;
+    *out = f;
+    return 0;
+}
+
+struct list_ctx {
+    struct store *s;
+    store_file_cb cb;
+    void *arg;
+    struct store_file cur;
+    bool have;
+};
+
+static int list_flush(struct list_ctx *c)
+{
+    struct store_file f = {0};
+    int r;
+
+    if (!c->have)
+        return 0;
+    c->have = false;
+    r = store__file_get(c->s, c->cur.id, &f);
+    if (r < 0 && r != -ENOENT)
+        return r;
+    c->cur.complete = r == 0 && f.complete;
+    c->cur.size = r == 0 ? f.size : 0;
+    c->cur.atime = r == 0 ? f.atime : 0;
+    return c->cb(c->arg, &c->cur);
+}
+
+static int list_piece(void *arg, const uint8_t *file, uint32_t index, const char *v, size_t n)
+{
+    struct list_ctx *c = arg;
+    int r;
+
+    if (c->have && memcmp(c->cur.id, file, STORE_ID_LEN) == 0) {
+        c->cur.pieces++;
+        return 0;
+    }
+    r = list_flush(c);
+    if (r != 0)
+        return r;
+    memset(&c->cur, 0, sizeof(c->cur));
+    memcpy(c->cur.id, file, STORE_ID_LEN);
+    c->cur.pieces = 1;
+    c->have = true;
+    return 0;
+}
+
+/* Complete empty files have no pieces: the piece walk cannot see them. */
+static int list_empty_files(struct store *s, store_file_cb cb, void *arg)
+{
+    rocksdb_readoptions_t *ro = rocksdb_readoptions_create();
+    rocksdb_iterator_t *it = rocksdb_create_iterator_cf(s->db, ro, s->cf[CF_FILES]);
+    char *err = NULL;
+    size_t klen;
+    int r = 0;
+
+    for (rocksdb_iter_seek_to_first(it); rocksdb_iter_valid(it) && r == 0;
+         rocksdb_iter_next(it)) {
+        const char *k = rocksdb_iter_key(it, &klen);
+        struct store_file f = {0};
+        if (klen != STORE_ID_LEN || store__file_get(s, (const uint8_t *)k, &f) < 0 ||
+            !f.complete || f.size != 0)
+            continue;
+        memcpy(f.id, k, STORE_ID_LEN);
+        r = cb(arg, &f);
+    }
+    if (r == 0) {
+        rocksdb_iter_get_error(it, &err);
+        r = store__err(s, err, "iterating files");
+    }
+    rocksdb_iter_destroy(it);
+    rocksdb_readoptions_destroy(ro);
+    return r;
+}
+
+int store_list_files(struct store *s, store_file_cb cb, void *arg)
+{
+    struct list_ctx c = {.s = s, .cb = cb, .arg = arg};
+    int r;
+
+    r = store__piece_walk(s, NULL, false, list_piece, &c);
+    if (r == 0)
+        r = list_flush(&c);
+    if (r == 0)
+        r = list_empty_files(s, cb, arg);
+    return r;
+}
+
+/* Collects a file's piece records for removal. */
+struct rm_ctx {
+    struct store *s;
+    rocksdb_writebatch_t *b;
+    struct chash_leaf *chunks; /* every chunk occurrence of the file */
+    size_t n, cap;
+    uint64_t logical;
+    int err;
+};
+
+static int rm_piece(void *arg, const uint8_t *file, uint32_t index, const char *v, size_t vlen)
+{
+    struct rm_ctx *c = arg;
+    struct manifest_piece p;
+    struct chash_leaf *ch;
+    uint8_t key[PIECE_KEY_LEN];
+    int r;
+
+    r = manifest_piece_decode(&p, &ch, (const uint8_t *)v, vlen);
+    if (r < 0) {
+        /* An undecodable record still goes; its chunks are left to store_check. */
+        store__log(c->s, STORE_LOG_WARN, "removing undecodable piece record %" PRIu32, index);
+        p.n_chunks = 0;
+        p.len = 0;
+        ch = NULL;
+    }
+    if (c->n + p.n_chunks > c->cap) {
+        size_t cap = (c->cap ? c->cap * 2 : 1024) + p.n_chunks;
+        struct chash_leaf *m = realloc(c->chunks, cap * sizeof(*m));
+        if (!m) {
+            free(ch);
+            return -ENOMEM;
+        }
+        c->chunks = m;
+        c->cap = cap;
+    }
+    if (p.n_chunks)
+        memcpy(c->chunks + c->n, ch, p.n_chunks * sizeof(*ch));
+    c->n += p.n_chunks;
+    c->logical += p.len;
+    free(ch);
+    store__piece_key(key, file, index);
+    rocksdb_writebatch_delete_cf(c->b, c->s->cf[CF_CHUNKS], (const char *)key, sizeof(key));
+    return 0;
+}
+
+static int by_leaf_hash(const void *a, const void *b)
+{
+    return memcmp(((const struct chash_leaf *)a)->hash, ((const struct chash_leaf *)b)->hash,
+                  CHASH_LEN);
+}
+
+int store_remove_file(struct store *s, const uint8_t file[static STORE_ID_LEN])
+{
+    struct rm_ctx c = {.s = s};
+    rocksdb_writebatch_t *meta = rocksdb_writebatch_create();
+    uint8_t (*hashes)[CHASH_LEN] = NULL, key[1 + CHASH_LEN];
+    uint32_t *lens = NULL, *refs = NULL, *uses = NULL;
+    size_t i, g = 0;
+    int r;
+
+    c.b = rocksdb_writebatch_create();
+    /* The complete mark goes first (synced): a crash after it leaves a partial file,
+     * never a complete one missing chunks. */
+    rocksdb_writebatch_delete_cf(meta, s->cf[CF_FILES], (const char *)file, STORE_ID_LEN);
+    rocksdb_writebatch_delete_cf(meta, s->cf[CF_MANIFESTS], (const char *)file, STORE_ID_LEN);
+
+    pthread_mutex_lock(&s->mu);
+    r = store__piece_walk(s, file, true, rm_piece, &c);
+    if (r < 0)
+        goto unlock;
+    if (c.logical == 0 && c.n == 0) {
+        struct store_file f;
+        r = store__file_get(s, file, &f);
+        if (r == 0)
+            r = store__write(s, meta, false);
+        goto unlock;
+    }
+    qsort(c.chunks, c.n, sizeof(c.chunks[0]), by_leaf_hash);
+    hashes = malloc((c.n ? c.n : 1) * sizeof(*hashes));
+    uses = malloc((c.n ? c.n : 1) * sizeof(*uses));
+    lens = malloc((c.n ? c.n : 1) * sizeof(*lens));
+    refs = malloc((c.n ? c.n : 1) * sizeof(*refs));
+    if (!hashes || !uses || !lens || !refs) {
+        r = -ENOMEM;
+        goto unlock;
+    }
+    for (i = 0; i < c.n; i++) {
+        if (g > 0 && memcmp(hashes[g - 1], c.chunks[i].hash, CHASH_LEN) == 0) {
+            uses[g - 1]++;
+            continue;
+        }
+        memcpy(hashes[g], c.chunks[i].hash, CHASH_LEN);
+        uses[g++] = 1;
+    }
+    r = store__meta_get(s, (const uint8_t(*)[CHASH_LEN])hashes, g, lens, refs);
+    if (r < 0)
+        goto unlock;
+    r = store__write(s, meta, false);
+    if (r < 0)
+        goto unlock;
+    for (i = 0; i < g; i++) {
+        if (refs[i] > uses[i]) {
+            store__meta_put(s, c.b, hashes[i], lens[i], refs[i] - uses[i]);
+            continue;
+        }
+        if (refs[i] < uses[i])
+            store__log(s, STORE_LOG_WARN, "chunk count below its uses; store_check repairs it");
+        if (refs[i] == 0)
+            continue; /* already absent */
+        store__chunk_key(key, KEY_META, hashes[i]);
+        rocksdb_writebatch_delete_cf(c.b, s->cf[CF_CHUNKS], (const char *)key, sizeof(key));
+        store__chunk_key(key, KEY_CHUNK, hashes[i]);
+        rocksdb_writebatch_delete_cf(c.b, s->cf[CF_CHUNKS], (const char *)key, sizeof(key));
+        s->st.chunks--;
+        s->st.physical_bytes -= lens[i];
+    }
+    s->st.logical_bytes -= c.logical;
+    store__stats_put(s, c.b);
+    r = store__write(s, c.b, true);
+    if (r < 0)
+        (void)store__stats_load(s);
+unlock:
+    pthread_mutex_unlock(&s->mu);
+    rocksdb_writebatch_destroy(c.b);
+    rocksdb_writebatch_destroy(meta);
+    free(c.chunks);
+    free(hashes);
+    free(uses);
+    free(lens);
+    free(refs);
+    return r;
+}
+
+/* --- accounting ------------------------------------------------------------- */
+
+static int count_file(void *arg, const struct store_file *f)
+{
+    struct store_stats *st = arg;
+
+    st->files++;
+    st->complete_files += f->complete;
+    return 0;
+}
+
+int store_stats(struct store *s, struct store_stats *out)
+{
+    struct store_stats st = {0};
+    int r;
+
+    r = store_list_files(s, count_file, &st);
+    if (r < 0)
+        return r;
+    pthread_mutex_lock(&s->mu);
+    st.chunks = s->st.chunks;
+    st.physical_bytes = s->st.physical_bytes;
+    st.logical_bytes = s->st.logical_bytes;
+    pthread_mutex_unlock(&s->mu);
+    *out = st;
+    return 0;
+}

@@ -1,0 +1,93 @@
+/* store_int.h - what store.c and check.c share; not part of the store's contract.
+ *
+ * Key layout and record formats: docs/storage.md.
+ */
+#ifndef SHOAL_STORE_INT_H
+#define SHOAL_STORE_INT_H
+
+#include "store.h"
+
+#include <pthread.h>
+#include <stdbool.h>
+#include <rocksdb/c.h>
+
+#define KEY_CHUNK 'C'
+#define KEY_META  'M'
+#define KEY_PIECE 'P'
+#define KEY_STATS 'S'
+
+#define FILE_REC_VERSION 1
+#define FILE_REC_LEN     (1 + 1 + 8 + 8)
+#define FILE_COMPLETE    1
+
+enum { CF_DEFAULT, CF_CHUNKS, CF_FILES, CF_MANIFESTS, CF_SNAPSHOTS, CF_REFS, CF_PINS, CF_COUNT };
+
+struct store_holdrec {
+    uint8_t id[STORE_ID_LEN];
+    uint32_t count;
+};
+
+struct store {
+    rocksdb_t *db;
+    rocksdb_options_t *opts[CF_COUNT];
+    rocksdb_column_family_handle_t *cf[CF_COUNT];
+    rocksdb_writeoptions_t *wo_nowal;  /* chunks CF */
+    rocksdb_writeoptions_t *wo_sync;   /* files, manifests, snapshots...: WAL, synced */
+    rocksdb_writeoptions_t *wo_wal;    /* WAL, not synced: access times */
+    rocksdb_readoptions_t *ro;
+    rocksdb_flushoptions_t *fo;
+    pthread_mutex_t mu;                /* 'M' and 'S' read-modify-writes */
+    struct store_stats st;             /* chunks, physical, logical: mirror of 'S' */
+    uint64_t quota, min_free;
+    char *dir;
+    pthread_mutex_t hold_mu;           /* holds */
+    struct store_holdrec *holds;
+    size_t n_holds, cap_holds;
+    store_log_cb log;
+    void *log_arg;
+};
+
+#define PIECE_KEY_LEN (1 + STORE_ID_LEN + 4)
+
+void store__log(struct store *s, enum store_log_level lvl, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+/* The one place RocksDB's errors become ours: logs and frees its message. */
+int store__err(struct store *s, char *errptr, const char *what);
+
+void store__put_u32le(uint8_t *p, uint32_t v);
+uint32_t store__get_u32le(const uint8_t *p);
+void store__put_u64le(uint8_t *p, uint64_t v);
+uint64_t store__get_u64le(const uint8_t *p);
+void store__chunk_key(uint8_t key[1 + CHASH_LEN], char kind, const uint8_t hash[CHASH_LEN]);
+void store__piece_key(uint8_t key[PIECE_KEY_LEN], const uint8_t file[STORE_ID_LEN],
+                      uint32_t index);
+uint32_t store__piece_key_index(const uint8_t *key);
+
+/* One value (rocksdb_free it), -ENOENT, or an error. */
+int store__get(struct store *s, int cf, const void *key, size_t klen, char **val, size_t *vlen);
+/* Writes a batch: to the chunks CF without WAL, else synced through the WAL. */
+int store__write(struct store *s, rocksdb_writebatch_t *b, bool chunks_cf);
+void store__stats_put(struct store *s, rocksdb_writebatch_t *b);
+int store__stats_load(struct store *s);
+/* Batched 'M' lookups: lens[i], refs[i] (refs 0: absent). */
+int store__meta_get(struct store *s, const uint8_t (*hashes)[CHASH_LEN], size_t n,
+                    uint32_t *lens, uint32_t *refs);
+void store__meta_put(struct store *s, rocksdb_writebatch_t *b, const uint8_t hash[CHASH_LEN],
+                     uint32_t len, uint32_t refs);
+int store__file_get(struct store *s, const uint8_t file[STORE_ID_LEN], struct store_file *f);
+void store__file_put(struct store *s, rocksdb_writebatch_t *b, const struct store_file *f);
+
+/* Wall-clock time in nanoseconds since the epoch (access times). */
+uint64_t store__now_ns(void);
+/* Whether `bytes` more chunk data fit the quota and the disk reserve. */
+int store__space_ok(struct store *s, uint64_t bytes);
+bool store__held(struct store *s, const uint8_t file[STORE_ID_LEN]);
+
+/* Walks the piece records of one file (file != NULL) or of all files, in key order;
+ * val is NULL unless `values`. A non-zero return from cb stops the walk. */
+typedef int (*store__piece_walk_cb)(void *arg, const uint8_t *file, uint32_t index,
+                                    const char *val, size_t vlen);
+int store__piece_walk(struct store *s, const uint8_t *file, bool values, store__piece_walk_cb cb,
+                      void *arg);
+
+#endif

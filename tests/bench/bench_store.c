@@ -1,0 +1,211 @@
+/* bench_store.c - the store's throughput next to the disk's.
+ *
+ * Usage: bench_store DIR [GIB]   (DIR on the disk to measure; GIB of model, default 4)
+ *
+ * Prints: sequential direct writes by dd on the same disk; ingest (chunk + hash +
+ * store) with one writer per core; store-only writes of already-hashed pieces; write
+ * amplification (bytes this process sent to the block layer, from /proc/self/io, over
+ * bytes stored); read-back of every file warm; peak RSS.
+ */
+#include "check.h"
+#include "hasher.h"
+#include "store.h"
+
+#include <inttypes.h>
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/resource.h>
+#include <time.h>
+#include <unistd.h>
+
+#define FILE_PIECES 64 /* 1 GiB files */
+
+static double now(void)
+{
+    struct timespec ts;
+
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return ts.tv_sec + ts.tv_nsec / 1e9;
+}
+
+static uint64_t io_written(void)
+{
+    FILE *f = fopen("/proc/self/io", "r");
+    char line[128];
+    unsigned long long v = 0;
+
+    while (f && fgets(line, sizeof(line), f)) {
+        if (sscanf(line, "write_bytes: %llu", &v) == 1)
+            break;
+    }
+    if (f)
+        fclose(f);
+    return v;
+}
+
+struct job {
+    struct store *s;
+    uint32_t n_pieces;         /* total */
+    uint32_t next;             /* next piece to take */
+    pthread_mutex_t mu;
+    bool hash;                 /* chunk and hash (ingest) or reuse the results (store-only) */
+    struct hasher_piece **res; /* per piece, computed once */
+    uint64_t seed;
+    int err;
+};
+
+/* Piece i of file i / FILE_PIECES; its bytes are generated from a seed (not timed
+ * separately: the generator runs at many GB/s and is the same in both phases). */
+static void piece_bytes(uint8_t *buf, uint32_t i, uint64_t seed)
+{
+    check_fill_splitmix(buf, PROTO_PIECE_LEN, seed + i);
+}
+
+static void file_id(uint8_t id[32], uint32_t file, uint64_t seed)
+{
+    memset(id, 0, 32);
+    memcpy(id, &file, sizeof(file));
+    memcpy(id + 8, &seed, sizeof(seed));
+}
+
+static void *writer(void *arg)
+{
+    struct job *j = arg;
+    uint8_t *buf = aligned_alloc(4096, PROTO_PIECE_LEN);
+    struct store_chunk *c = malloc(PROTO_CHUNKS_PER_PIECE * sizeof(*c));
+    uint8_t id[32];
+    uint32_t i, k;
+
+    for (;;) {
+        pthread_mutex_lock(&j->mu);
+        i = j->next++;
+        pthread_mutex_unlock(&j->mu);
+        if (i >= j->n_pieces)
+            break;
+        piece_bytes(buf, i, j->seed);
+        if (j->hash)
+            hasher_piece_compute(j->res[i], buf, PROTO_PIECE_LEN);
+        uint64_t off = 0;
+        for (k = 0; k < j->res[i]->n_chunks; k++) {
+            memcpy(c[k].hash, j->res[i]->chunks[k].hash, 32);
+            c[k].len = (uint32_t)j->res[i]->chunks[k].len;
+            c[k].data = buf + off;
+            off += c[k].len;
+        }
+        file_id(id, i / FILE_PIECES, j->seed);
+        int r = store_put_piece(j->s, id, i % FILE_PIECES, j->res[i]->hash, c,
+                                j->res[i]->n_chunks);
+        if (r < 0)
+            j->err = r;
+    }
+    free(buf);
+    free(c);
+    return NULL;
+}
+
+static double run(struct job *j, int threads)
+{
+    pthread_t t[16];
+    double t0 = now();
+    uint8_t id[32];
+    int i;
+
+    j->next = 0;
+    for (i = 0; i < threads; i++)
+        pthread_create(&t[i], NULL, writer, j);
+    for (i = 0; i < threads; i++)
+        pthread_join(t[i], NULL);
+    CHECK_EQ(j->err, 0);
+    for (i = 0; i < (int)(j->n_pieces / FILE_PIECES); i++) {
+        file_id(id, (uint32_t)i, j->seed);
+        CHECK_EQ(store_complete_file(j->s, id, (uint64_t)FILE_PIECES * PROTO_PIECE_LEN), 0);
+    }
+    return now() - t0;
+}
+
+static int count_bytes(void *arg, const uint8_t *data, size_t len)
+{
+    *(uint64_t *)arg += len + (data[0] & 0); /* touch the bytes */
+    return 0;
+}
+
+int main(int argc, char **argv)
+{
+    const char *dir = argc > 1 ? argv[1] : NULL;
+    int gib = argc > 2 ? (int)strtol(argv[2], NULL, 10) : 4, threads = (int)sysconf(_SC_NPROCESSORS_ONLN);
+    char path[4096], cmd[8192];
+    struct job j = {.mu = PTHREAD_MUTEX_INITIALIZER};
+    struct store_opts o = {0};
+    struct store_stats st;
+    struct rusage ru;
+    uint64_t w0, w1, total, got = 0;
+    double secs;
+    uint32_t i;
+    char why[256];
+
+    if (!dir || gib < 1) {
+        fprintf(stderr, "usage: bench_store DIR [GIB]\n");
+        return 2;
+    }
+    if (threads > 16)
+        threads = 16;
+    total = (uint64_t)gib << 30;
+    j.n_pieces = (uint32_t)(total / PROTO_PIECE_LEN);
+    j.res = malloc(j.n_pieces * sizeof(*j.res));
+    for (i = 0; i < j.n_pieces; i++)
+        j.res[i] = malloc(sizeof(struct hasher_piece));
+
+    printf("== disk: dd oflag=direct, 16 MiB blocks, %d GiB\n", gib);
+    snprintf(cmd, sizeof(cmd),
+             "dd if=/dev/zero of=%s/dd.test bs=16M count=%d oflag=direct 2>&1 | tail -1; "
+             "rm -f %s/dd.test",
+             dir, gib * 64, dir);
+    fflush(stdout);
+    CHECK_EQ(system(cmd), 0);
+
+    snprintf(path, sizeof(path), "%s/store", dir);
+    CHECK_EQ(store_open(path, &o, &j.s, why, sizeof(why)), 0);
+    printf("== store, %d writer threads, %d GiB in 1 GiB files\n", threads, gib);
+    j.hash = true;
+    j.seed = 1;
+    w0 = io_written();
+    secs = run(&j, threads);
+    w1 = io_written();
+    printf("ingest (chunk + hash + store):     %6.0f MB/s\n", total / secs / 1e6);
+    printf("  write amplification:             %6.2f x\n", (double)(w1 - w0) / total);
+    store_close(j.s);
+    snprintf(cmd, sizeof(cmd), "rm -rf %s", path);
+    CHECK_EQ(system(cmd), 0);
+
+    CHECK_EQ(store_open(path, &o, &j.s, why, sizeof(why)), 0);
+    j.hash = false;
+    w0 = io_written();
+    secs = run(&j, threads);
+    w1 = io_written();
+    printf("store-only writes (hashed chunks): %6.0f MB/s\n", total / secs / 1e6);
+    printf("  write amplification:             %6.2f x\n", (double)(w1 - w0) / total);
+    CHECK_EQ(store_stats(j.s, &st), 0);
+    CHECK_EQ(st.physical_bytes, total);
+
+    secs = now();
+    for (i = 0; i < j.n_pieces / FILE_PIECES; i++) {
+        uint8_t id[32];
+        file_id(id, i, j.seed);
+        CHECK_EQ(store_read_file(j.s, id, count_bytes, &got), 0);
+    }
+    secs = now() - secs;
+    CHECK_EQ(got, total);
+    printf("read-back (store_read_file):       %6.0f MB/s\n", total / secs / 1e6);
+    store_close(j.s);
+    snprintf(cmd, sizeof(cmd), "rm -rf %s", path);
+    CHECK_EQ(system(cmd), 0);
+    getrusage(RUSAGE_SELF, &ru);
+    printf("peak RSS:                          %6ld MiB (piece results: %u MiB of it)\n",
+           ru.ru_maxrss / 1024, (unsigned)(j.n_pieces * sizeof(struct hasher_piece) >> 20));
+    for (i = 0; i < j.n_pieces; i++)
+        free(j.res[i]);
+    free(j.res);
+    return 0;
+}

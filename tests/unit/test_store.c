@@ -1,0 +1,1062 @@
+/* test_store.c - the RocksDB store: operations, dedup, a model-based test, the
+ * consistency check against damage, quotas, and kill -9 at random moments. */
+#include "store.h"
+
+#include "import.h"
+
+#include "check.h"
+#include "err.h"
+#include "hasher.h"
+#include "proto_limits.h"
+
+#include <errno.h>
+#include <rocksdb/c.h>
+#include <signal.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+
+/* --- helpers ---------------------------------------------------------------- */
+
+/* The store's column families (docs/storage.md), for tests that open it raw. */
+static const char *const cf_names[] = {
+    "default", "chunks", "files", "manifests", "snapshots", "refs", "pins",
+};
+#define N_CF ((int)(sizeof(cf_names) / sizeof(cf_names[0])))
+
+static int atoi_checked(const char *s)
+{
+    char *end;
+    long v = strtol(s, &end, 10);
+
+    CHECK(end != s);
+    return (int)v;
+}
+
+static char *tmpdir(void)
+{
+    const char *base = getenv("TMPDIR") ? getenv("TMPDIR") : "/tmp";
+    char *d = check_malloc(strlen(base) + 32);
+
+    snprintf(d, strlen(base) + 32, "%s/shoal-store-XXXXXX", base);
+    CHECK(mkdtemp(d) != NULL);
+    return d;
+}
+
+static void rmtree(const char *d)
+{
+    char cmd[4200];
+
+    snprintf(cmd, sizeof(cmd), "rm -rf '%s'", d);
+    CHECK_EQ(system(cmd), 0);
+}
+
+static int quiet_level = 1;
+
+static void quiet_log(void *arg, enum store_log_level lvl, const char *msg)
+{
+    if ((int)lvl < quiet_level)
+        fprintf(stderr, "   store log: %s\n", msg);
+}
+
+static struct store *open_store(const char *dir, uint64_t quota)
+{
+    struct store_opts o = {.quota = quota, .log = quiet_log};
+    struct store *s = NULL;
+    char why[512];
+    int r = store_open(dir, &o, &s, why, sizeof(why));
+
+    if (r < 0)
+        check__fail(__FILE__, __LINE__, "store_open: %s (%s)", why, shoal_strerror(r));
+    return s;
+}
+
+/* A file made of real data, hashed as the node would. */
+struct tfile {
+    uint8_t id[32];
+    uint64_t size;
+    uint8_t *data;
+    uint32_t n_pieces;
+    struct hasher_piece **pieces;
+};
+
+static void tfile_make(struct tfile *f, const uint8_t *data, uint64_t size)
+{
+    uint32_t i;
+
+    f->size = size;
+    f->data = (uint8_t *)data;
+    f->n_pieces = (uint32_t)((size + PROTO_PIECE_LEN - 1) / PROTO_PIECE_LEN);
+    f->pieces = check_malloc(f->n_pieces * sizeof(*f->pieces));
+    CHECK_EQ(sha256_digest(data, size, f->id), 0);
+    for (i = 0; i < f->n_pieces; i++) {
+        uint64_t off = (uint64_t)i * PROTO_PIECE_LEN;
+        uint64_t len = size - off < PROTO_PIECE_LEN ? size - off : PROTO_PIECE_LEN;
+        f->pieces[i] = check_malloc(sizeof(struct hasher_piece));
+        f->pieces[i]->index = i;
+        f->pieces[i]->offset = off;
+        hasher_piece_compute(f->pieces[i], data + off, (uint32_t)len);
+    }
+}
+
+static void tfile_free(struct tfile *f)
+{
+    uint32_t i;
+
+    for (i = 0; i < f->n_pieces; i++)
+        free(f->pieces[i]);
+    free(f->pieces);
+}
+
+static int put_piece(struct store *s, const struct tfile *f, uint32_t i)
+{
+    const struct hasher_piece *p = f->pieces[i];
+    struct store_chunk *c = check_malloc(p->n_chunks * sizeof(*c));
+    uint64_t off = p->offset;
+    uint32_t k;
+    int r;
+
+    for (k = 0; k < p->n_chunks; k++) {
+        memcpy(c[k].hash, p->chunks[k].hash, 32);
+        c[k].len = (uint32_t)p->chunks[k].len;
+        c[k].data = f->data + off;
+        off += c[k].len;
+    }
+    r = store_put_piece(s, f->id, i, p->hash, c, p->n_chunks);
+    free(c);
+    return r;
+}
+
+static void ingest(struct store *s, const struct tfile *f)
+{
+    uint32_t i;
+
+    for (i = 0; i < f->n_pieces; i++)
+        CHECK_EQ(put_piece(s, f, i), 0);
+    CHECK_EQ(store_complete_file(s, f->id, f->size), 0);
+}
+
+/* Reads a complete file back through its manifest and compares the bytes. */
+static void read_back(struct store *s, const struct tfile *f)
+{
+    struct manifest m;
+    uint8_t *buf = check_malloc(PROTO_CHUNK_MAX);
+    uint64_t off = 0, k;
+    uint32_t len;
+
+    CHECK_EQ(store_get_manifest(s, f->id, &m), 0);
+    CHECK_EQ(m.size, f->size);
+    CHECK_MEM(m.sha256, f->id, 32);
+    CHECK_EQ(manifest_check(&m), 0);
+    for (k = 0; k < m.n_chunks; k++) {
+        CHECK_EQ(store_get_chunk(s, m.chunks[k].hash, buf, PROTO_CHUNK_MAX, &len), 0);
+        CHECK_EQ(len, m.chunks[k].len);
+        CHECK_MEM(buf, f->data + off, len);
+        off += len;
+    }
+    CHECK_EQ(off, f->size);
+    manifest_release(&m);
+    free(buf);
+}
+
+static void check_clean(struct store *s)
+{
+    struct store_fsck r;
+
+    CHECK_EQ(store_check(s, false, &r), 0);
+    CHECK_EQ(r.missing_chunks + r.bad_chunks + r.bad_pieces + r.bad_refcounts +
+                 r.orphan_chunks + r.broken_files + r.bad_totals,
+             0);
+}
+
+/* --- tests ------------------------------------------------------------------ */
+
+static void test_open_and_schema(void)
+{
+    char *d = tmpdir(), why[512];
+    struct store *s = open_store(d, 0);
+    struct store_stats st;
+    rocksdb_options_t *o;
+    rocksdb_t *db;
+    char *err = NULL;
+
+    CHECK_EQ(store_stats(s, &st), 0);
+    CHECK_EQ(st.chunks + st.files + st.physical_bytes + st.logical_bytes, 0);
+    store_close(s);
+    s = open_store(d, 0); /* reopens */
+    store_close(s);
+
+    /* A store written by another schema version is refused, saying what to do. */
+    {
+        rocksdb_options_t *cfo[N_CF];
+        rocksdb_column_family_handle_t *h[N_CF];
+        rocksdb_writeoptions_t *wo = rocksdb_writeoptions_create();
+        int i;
+        o = rocksdb_options_create();
+        for (i = 0; i < N_CF; i++)
+            cfo[i] = o;
+        db = rocksdb_open_column_families(o, d, N_CF, cf_names,
+                                          (const rocksdb_options_t *const *)cfo, h, &err);
+        CHECK(err == NULL);
+        rocksdb_put_cf(db, wo, h[0], "schema", 6, "99", 2, &err);
+        CHECK(err == NULL);
+        for (i = 0; i < N_CF; i++)
+            rocksdb_column_family_handle_destroy(h[i]);
+        rocksdb_close(db);
+        rocksdb_writeoptions_destroy(wo);
+        rocksdb_options_destroy(o);
+    }
+    CHECK_EQ(store_open(d, NULL, &s, why, sizeof(why)), SHOAL_EVERSION);
+    CHECK(strstr(why, "schema version 99") != NULL);
+    CHECK(strstr(why, "move the directory aside") != NULL);
+    rmtree(d);
+
+    /* Some other RocksDB database is not taken for a store. */
+    o = rocksdb_options_create();
+    rocksdb_options_set_create_if_missing(o, 1);
+    db = rocksdb_open(o, d, &err);
+    CHECK(err == NULL);
+    rocksdb_close(db);
+    rocksdb_options_destroy(o);
+    CHECK_EQ(store_open(d, NULL, &s, why, sizeof(why)), SHOAL_EVERSION);
+    CHECK(strstr(why, "not a Shoal store") != NULL);
+    rmtree(d);
+    free(d);
+}
+
+static void test_file_roundtrip_and_dedup(void)
+{
+    char *d = tmpdir();
+    struct store *s = open_store(d, 0);
+    size_t size_a = PROTO_PIECE_LEN + 3000000, size_b = PROTO_PIECE_LEN + 5000000;
+    uint8_t *a = check_malloc(size_a), *b = check_malloc(size_b);
+    struct tfile fa, fb;
+    struct store_file info;
+    struct store_stats st;
+    bool have[4];
+    uint8_t hashes[4][32];
+    int r;
+
+    /* b shares a's first piece exactly and differs after it. */
+    check_fill_splitmix(a, size_a, 1);
+    memcpy(b, a, PROTO_PIECE_LEN);
+    check_fill_splitmix(b + PROTO_PIECE_LEN, size_b - PROTO_PIECE_LEN, 2);
+    tfile_make(&fa, a, size_a);
+    tfile_make(&fb, b, size_b);
+
+    CHECK_EQ(store_file_info(s, fa.id, &info), -ENOENT);
+    CHECK_EQ(store_has_piece(s, fa.id, 0), 0);
+    CHECK_EQ(put_piece(s, &fa, 0), 0);
+    CHECK_EQ(store_has_piece(s, fa.id, 0), 1);
+    CHECK_EQ(store_file_info(s, fa.id, &info), 0);
+    CHECK(!info.complete);
+    CHECK_EQ(info.pieces, 1);
+    /* Completing with a piece missing fails and marks nothing. */
+    CHECK_EQ(store_complete_file(s, fa.id, fa.size), -ENOENT);
+    CHECK_EQ(put_piece(s, &fa, 1), 0);
+    CHECK_EQ(store_complete_file(s, fa.id, fa.size), 0);
+    CHECK_EQ(store_complete_file(s, fa.id, fa.size), 0); /* idempotent */
+    CHECK_EQ(store_file_info(s, fa.id, &info), 0);
+    CHECK(info.complete);
+    CHECK_EQ(info.size, fa.size);
+    read_back(s, &fa);
+
+    CHECK_EQ(store_stats(s, &st), 0);
+    CHECK_EQ(st.logical_bytes, size_a);
+    CHECK_EQ(st.physical_bytes, size_a); /* random data: no chunk repeats */
+    CHECK_EQ(st.files, 1);
+    CHECK_EQ(st.complete_files, 1);
+
+    /* A piece stored again costs nothing. */
+    CHECK_EQ(put_piece(s, &fa, 1), 0);
+    CHECK_EQ(store_stats(s, &st), 0);
+    CHECK_EQ(st.logical_bytes, size_a);
+
+    /* b's first piece is a's: its chunks are stored once. */
+    ingest(s, &fb);
+    read_back(s, &fb);
+    CHECK_EQ(store_stats(s, &st), 0);
+    CHECK_EQ(st.logical_bytes, size_a + size_b);
+    CHECK_EQ(st.physical_bytes, size_a + size_b - PROTO_PIECE_LEN);
+    CHECK_EQ(st.files, 2);
+    check_clean(s);
+
+    /* Removing a keeps every chunk b needs. */
+    CHECK_EQ(store_remove_file(s, fa.id), 0);
+    CHECK_EQ(store_remove_file(s, fa.id), -ENOENT);
+    CHECK_EQ(store_get_manifest(s, fa.id, &(struct manifest){0}), -ENOENT);
+    read_back(s, &fb);
+    CHECK_EQ(store_stats(s, &st), 0);
+    CHECK_EQ(st.physical_bytes, size_b);
+    CHECK_EQ(st.logical_bytes, size_b);
+    CHECK_EQ(st.files, 1);
+    check_clean(s);
+    memcpy(hashes[0], fa.pieces[1]->chunks[0].hash, 32); /* only a had it */
+    memcpy(hashes[1], fb.pieces[0]->chunks[0].hash, 32); /* shared */
+    memcpy(hashes[2], fb.pieces[1]->chunks[3].hash, 32);
+    memset(hashes[3], 7, 32);
+    CHECK_EQ(store_has_chunks(s, (const uint8_t(*)[32])hashes, 4, have), 0);
+    CHECK(!have[0] && have[1] && have[2] && !have[3]);
+
+    /* Survives a reopen. */
+    store_close(s);
+    s = open_store(d, 0);
+    read_back(s, &fb);
+    CHECK_EQ(store_remove_file(s, fb.id), 0);
+    CHECK_EQ(store_stats(s, &st), 0);
+    CHECK_EQ(st.chunks + st.physical_bytes + st.logical_bytes + st.files, 0);
+    check_clean(s);
+
+    /* Bad arguments. */
+    {
+        struct store_chunk c = {.len = PROTO_CHUNK_MAX + 1, .data = a};
+        uint8_t h[32] = {0};
+        CHECK_EQ(store_put_piece(s, fa.id, 0, h, &c, 1), -EINVAL);
+        CHECK_EQ(store_put_piece(s, fa.id, 0, h, &c, 0), -EINVAL);
+        r = store_get_chunk(s, h, a, 10, &(uint32_t){0});
+        CHECK_EQ(r, -ENOENT);
+    }
+    store_close(s);
+    tfile_free(&fa);
+    tfile_free(&fb);
+    free(a);
+    free(b);
+    rmtree(d);
+    free(d);
+}
+
+/* --- model-based test ------------------------------------------------------- */
+
+#define POOL     48  /* distinct chunks */
+#define NFILES   12  /* single-piece files built from the pool */
+#define MAXCH    6
+
+struct mfile {
+    uint8_t id[32];
+    uint32_t n;
+    uint32_t ch[MAXCH]; /* pool indexes; repeats allowed */
+    uint8_t piece_hash[32];
+    uint64_t len;
+    bool stored, complete;
+};
+
+static uint8_t *pool_data[POOL];
+static uint32_t pool_len[POOL];
+static uint8_t pool_hash[POOL][32];
+
+static void model_setup(struct mfile *f, uint64_t *st)
+{
+    struct chash_leaf leaves[MAXCH];
+    uint32_t i, k;
+
+    for (i = 0; i < POOL; i++) {
+        pool_len[i] = PROTO_CHUNK_MIN + (uint32_t)(check_splitmix64(st) % 12000);
+        pool_data[i] = check_malloc(pool_len[i]);
+        check_fill_splitmix(pool_data[i], pool_len[i], 1000 + i);
+        chash_chunk(pool_data[i], pool_len[i], pool_hash[i]);
+    }
+    for (i = 0; i < NFILES; i++) {
+        f[i].n = 1 + (uint32_t)(check_splitmix64(st) % MAXCH);
+        f[i].len = 0;
+        for (k = 0; k < f[i].n; k++) {
+            f[i].ch[k] = (uint32_t)(check_splitmix64(st) % POOL);
+            memcpy(leaves[k].hash, pool_hash[f[i].ch[k]], 32);
+            leaves[k].len = pool_len[f[i].ch[k]];
+            f[i].len += leaves[k].len;
+        }
+        chash_piece_inplace(leaves, f[i].n, f[i].piece_hash);
+        memset(f[i].id, 0, 32);
+        f[i].id[0] = (uint8_t)i; /* ids need only be distinct here */
+        f[i].stored = f[i].complete = false;
+    }
+}
+
+static void model_compare(struct store *s, const struct mfile *f)
+{
+    uint32_t refs[POOL] = {0}, i, k;
+    uint64_t chunks = 0, phys = 0, logical = 0, files = 0, complete = 0;
+    struct store_stats st;
+    struct store_file info;
+    bool have[POOL];
+
+    for (i = 0; i < NFILES; i++) {
+        if (!f[i].stored)
+            continue;
+        files++;
+        complete += f[i].complete;
+        logical += f[i].len;
+        for (k = 0; k < f[i].n; k++)
+            refs[f[i].ch[k]]++;
+    }
+    for (i = 0; i < POOL; i++) {
+        if (refs[i]) {
+            chunks++;
+            phys += pool_len[i];
+        }
+    }
+    CHECK_EQ(store_stats(s, &st), 0);
+    CHECK_EQ(st.chunks, chunks);
+    CHECK_EQ(st.physical_bytes, phys);
+    CHECK_EQ(st.logical_bytes, logical);
+    CHECK_EQ(st.files, files);
+    CHECK_EQ(st.complete_files, complete);
+    CHECK_EQ(store_has_chunks(s, (const uint8_t(*)[32])pool_hash, POOL, have), 0);
+    for (i = 0; i < POOL; i++)
+        CHECK_EQ(have[i], refs[i] > 0);
+    for (i = 0; i < NFILES; i++) {
+        int r = store_file_info(s, f[i].id, &info);
+        CHECK_EQ(r, f[i].stored ? 0 : -ENOENT);
+        if (r == 0)
+            CHECK_EQ(info.complete, f[i].complete);
+    }
+}
+
+static void test_model(void)
+{
+    char *d = tmpdir();
+    struct store *s = open_store(d, 0);
+    struct mfile f[NFILES];
+    struct store_chunk c[MAXCH];
+    uint64_t st = 4242;
+    int step, k;
+
+    model_setup(f, &st);
+    for (step = 0; step < 400; step++) {
+        struct mfile *m = &f[check_splitmix64(&st) % NFILES];
+        switch (check_splitmix64(&st) % 4) {
+        case 0:
+        case 1:
+            for (k = 0; k < (int)m->n; k++) {
+                memcpy(c[k].hash, pool_hash[m->ch[k]], 32);
+                c[k].len = pool_len[m->ch[k]];
+                c[k].data = pool_data[m->ch[k]];
+            }
+            CHECK_EQ(store_put_piece(s, m->id, 0, m->piece_hash, c, m->n), 0);
+            m->stored = true;
+            break;
+        case 2:
+            CHECK_EQ(store_complete_file(s, m->id, m->len), m->stored ? 0 : -ENOENT);
+            m->complete = m->stored;
+            break;
+        case 3:
+            CHECK_EQ(store_remove_file(s, m->id), m->stored ? 0 : -ENOENT);
+            m->stored = m->complete = false;
+            break;
+        }
+        model_compare(s, f);
+        if (step % 50 == 49) {
+            check_clean(s);
+            store_close(s);
+            s = open_store(d, 0);
+            model_compare(s, f);
+        }
+    }
+    store_close(s);
+    for (k = 0; k < POOL; k++)
+        free(pool_data[k]);
+    rmtree(d);
+    free(d);
+}
+
+/* --- damage and repair ------------------------------------------------------ */
+
+/* Opens the store's database raw, to damage it as a disk or a bug could. */
+static void tamper(const char *dir, void (*fn)(rocksdb_t *, rocksdb_column_family_handle_t *,
+                                               const uint8_t *),
+                   const uint8_t *hash)
+{
+    rocksdb_options_t *o = rocksdb_options_create(), *cfo[N_CF];
+    rocksdb_column_family_handle_t *h[N_CF];
+    rocksdb_t *db;
+    char *err = NULL;
+    int i;
+
+    for (i = 0; i < N_CF; i++)
+        cfo[i] = o;
+    rocksdb_options_set_enable_blob_files(o, 1);
+    db = rocksdb_open_column_families(o, dir, N_CF, cf_names,
+                                      (const rocksdb_options_t *const *)cfo, h, &err);
+    CHECK(err == NULL);
+    fn(db, h[1], hash);
+    for (i = 0; i < N_CF; i++)
+        rocksdb_column_family_handle_destroy(h[i]);
+    rocksdb_close(db);
+    rocksdb_options_destroy(o);
+}
+
+static void drop_chunk(rocksdb_t *db, rocksdb_column_family_handle_t *cf, const uint8_t *hash)
+{
+    rocksdb_writeoptions_t *wo = rocksdb_writeoptions_create();
+    uint8_t key[33] = {'C'};
+    char *err = NULL;
+
+    memcpy(key + 1, hash, 32);
+    rocksdb_delete_cf(db, wo, cf, (const char *)key, sizeof(key), &err);
+    CHECK(err == NULL);
+    rocksdb_writeoptions_destroy(wo);
+}
+
+static void flip_chunk(rocksdb_t *db, rocksdb_column_family_handle_t *cf, const uint8_t *hash)
+{
+    rocksdb_writeoptions_t *wo = rocksdb_writeoptions_create();
+    rocksdb_readoptions_t *ro = rocksdb_readoptions_create();
+    uint8_t key[33] = {'C'};
+    char *err = NULL, *v;
+    size_t n;
+
+    memcpy(key + 1, hash, 32);
+    v = rocksdb_get_cf(db, ro, cf, (const char *)key, sizeof(key), &n, &err);
+    CHECK(err == NULL && v != NULL && n > 100);
+    v[100] ^= 1;
+    rocksdb_put_cf(db, wo, cf, (const char *)key, sizeof(key), v, n, &err);
+    CHECK(err == NULL);
+    rocksdb_free(v);
+    rocksdb_readoptions_destroy(ro);
+    rocksdb_writeoptions_destroy(wo);
+}
+
+static void add_orphan(rocksdb_t *db, rocksdb_column_family_handle_t *cf, const uint8_t *hash)
+{
+    rocksdb_writeoptions_t *wo = rocksdb_writeoptions_create();
+    uint8_t key[33] = {'C'}, meta[8] = {5, 0, 0, 0, 1, 0, 0, 0}, h[32];
+    char *err = NULL;
+
+    chash_chunk("hello", 5, h);
+    memcpy(key + 1, h, 32);
+    rocksdb_put_cf(db, wo, cf, (const char *)key, sizeof(key), "hello", 5, &err);
+    key[0] = 'M';
+    rocksdb_put_cf(db, wo, cf, (const char *)key, sizeof(key), (const char *)meta, 8, &err);
+    CHECK(err == NULL);
+    rocksdb_writeoptions_destroy(wo);
+}
+
+static void test_check_and_repair(void)
+{
+    char *d = tmpdir();
+    size_t size = 3000000;
+    uint8_t *a = check_malloc(size);
+    struct tfile fa;
+    struct store *s;
+    struct store_fsck r;
+    struct store_file info;
+    struct store_stats st;
+    int round;
+
+    check_fill_splitmix(a, size, 9);
+    tfile_make(&fa, a, size);
+    quiet_level = 0; /* the check logs every problem it finds: keep the output short */
+    for (round = 0; round < 3; round++) {
+        s = open_store(d, 0);
+        ingest(s, &fa);
+        check_clean(s);
+        store_close(s);
+        if (round == 0)
+            tamper(d, drop_chunk, fa.pieces[0]->chunks[5].hash);
+        else if (round == 1)
+            tamper(d, flip_chunk, fa.pieces[0]->chunks[7].hash);
+        else
+            tamper(d, add_orphan, NULL);
+        s = open_store(d, 0);
+        CHECK_EQ(store_check(s, false, &r), SHOAL_EHASH);
+        if (round < 2) {
+            CHECK_EQ(r.bad_chunks, 1);
+            CHECK_EQ(r.broken_files, 1);
+        } else {
+            CHECK_EQ(r.orphan_chunks, 1);
+            CHECK_EQ(r.broken_files, 0);
+        }
+        CHECK_EQ(store_check(s, true, &r), 0);
+        check_clean(s);
+        CHECK_EQ(store_file_info(s, fa.id, &info), round < 2 ? -ENOENT : 0);
+        if (round < 2) {
+            /* The damaged file lost its pieces and is fetched again: ingest works. */
+            ingest(s, &fa);
+            read_back(s, &fa);
+            check_clean(s);
+        }
+        CHECK_EQ(store_remove_file(s, fa.id), 0);
+        CHECK_EQ(store_stats(s, &st), 0);
+        CHECK_EQ(st.chunks, 0);
+        store_close(s);
+    }
+    quiet_level = 1;
+    tfile_free(&fa);
+    free(a);
+    rmtree(d);
+    free(d);
+}
+
+static void test_quota(void)
+{
+    char *d = tmpdir();
+    size_t size = 6000000;
+    uint8_t *a = check_malloc(size), *b = check_malloc(size);
+    struct tfile fa, fb;
+    struct store *s = open_store(d, 8000000);
+    struct store_stats st;
+
+    check_fill_splitmix(a, size, 21);
+    check_fill_splitmix(b, size, 22);
+    tfile_make(&fa, a, size);
+    tfile_make(&fb, b, size);
+    ingest(s, &fa);
+    /* a is in use, so nothing can be evicted: the write fails cleanly. */
+    CHECK_EQ(store_hold(s, fa.id), 0);
+    CHECK_EQ(put_piece(s, &fb, 0), -ENOSPC);
+    CHECK_EQ(store_has_piece(s, fb.id, 0), 0);
+    CHECK_EQ(store_stats(s, &st), 0);
+    CHECK_EQ(st.physical_bytes, size);
+    check_clean(s);
+    read_back(s, &fa);
+    /* Once a is released, storing b evicts it. */
+    store_release(s, fa.id);
+    ingest(s, &fb);
+    CHECK_EQ(store_file_info(s, fa.id, &(struct store_file){0}), -ENOENT);
+    read_back(s, &fb);
+    store_close(s);
+    tfile_free(&fa);
+    tfile_free(&fb);
+    free(a);
+    free(b);
+    rmtree(d);
+    free(d);
+}
+
+
+/* --- snapshots, eviction, gc ------------------------------------------------ */
+
+static const char commit_a[] = "0123456789abcdef0123456789abcdef01234567";
+static const char commit_b[] = "89abcdef0123456789abcdef0123456789abcdef";
+
+static void snap_of(struct snapshot *snap, const char *commit, const struct tfile *f,
+                    const char *path)
+{
+    char etag[65];
+
+    chash_hex(f->id, 32, etag);
+    CHECK_EQ(snapshot_init(snap, "model/org/name", commit), 0);
+    CHECK_EQ(snapshot_add(snap, path, f->size, f->id, etag), 0);
+    CHECK_EQ(snapshot_finish(snap), 0);
+}
+
+static void test_snapshots_refs_pins(void)
+{
+    char *d = tmpdir(), commit[41];
+    struct store *s = open_store(d, 0);
+    uint8_t *a = check_malloc(100000);
+    struct snapshot snap, got;
+    struct tfile fa;
+    uint8_t id[32];
+
+    check_fill_splitmix(a, 100000, 5);
+    tfile_make(&fa, a, 100000);
+    snap_of(&snap, commit_a, &fa, "model.bin");
+    CHECK_EQ(store_get_snapshot(s, "model/org/name", commit_a, &got), -ENOENT);
+    CHECK_EQ(store_put_snapshot(s, &snap), 0);
+    CHECK_EQ(store_get_snapshot(s, "model/org/name", commit_a, &got), 0);
+    CHECK_EQ(got.n_files, 1);
+    CHECK_STR(got.files[0].path, "model.bin");
+    CHECK_MEM(got.files[0].sha256, fa.id, 32);
+    snapshot_release(&got);
+    CHECK_EQ(store_get_snapshot(s, "model/../etc", commit_a, &got), -EINVAL);
+    CHECK_EQ(store_get_snapshot(s, "model/org/name", "HEAD", &got), -EINVAL);
+
+    CHECK_EQ(store_get_ref(s, "model/org/name", "main", commit), -ENOENT);
+    CHECK_EQ(store_set_ref(s, "model/org/name", "main", commit_a), 0);
+    CHECK_EQ(store_set_ref(s, "model/org/name", "refs/pr/1", commit_a), 0);
+    CHECK_EQ(store_get_ref(s, "model/org/name", "main", commit), 0);
+    CHECK_STR(commit, commit_a);
+    CHECK_EQ(store_set_ref(s, "model/org/name", "main", "nope"), -EINVAL);
+    CHECK_EQ(store_set_ref(s, "model/org/name", "../x", commit_a), -EINVAL);
+
+    CHECK_EQ(store_pin(s, "model/org/name", commit_b, true), -ENOENT);
+    CHECK_EQ(store_pin(s, "model/org/name", commit_a, true), 0);
+    store_close(s);
+    s = open_store(d, 0);
+    CHECK_EQ(store_get_ref(s, "model/org/name", "refs/pr/1", commit), 0);
+    /* Removing the snapshot drops its pin and the refs to it. */
+    CHECK_EQ(store_remove_snapshot(s, "model/org/name", commit_a), 0);
+    CHECK_EQ(store_get_ref(s, "model/org/name", "main", commit), -ENOENT);
+    CHECK_EQ(store_get_snapshot(s, "model/org/name", commit_a, &got), -ENOENT);
+    CHECK_EQ(store_remove_snapshot(s, "model/org/name", commit_a), -ENOENT);
+    memcpy(id, fa.id, 32);
+    (void)id;
+    snapshot_release(&snap);
+    store_close(s);
+    tfile_free(&fa);
+    free(a);
+    rmtree(d);
+    free(d);
+}
+
+/* Over the quota, the least recently used files go first; pinned and held ones stay. */
+static void test_eviction(void)
+{
+    char *d = tmpdir();
+    size_t size = 5000000;
+    uint8_t *data = check_malloc(5 * size);
+    struct tfile f[5];
+    struct store *s = open_store(d, 16000000);
+    struct store_file info;
+    struct store_stats st;
+    struct snapshot snap;
+    uint64_t freed;
+    int i;
+
+    for (i = 0; i < 5; i++) {
+        check_fill_splitmix(data + i * size, size, 70 + i);
+        tfile_make(&f[i], data + i * size, size);
+    }
+    ingest(s, &f[0]);
+    ingest(s, &f[1]);
+    ingest(s, &f[2]);
+    /* f0 is pinned through a snapshot; f1 was used more recently than f2. */
+    snap_of(&snap, commit_a, &f[0], "a.bin");
+    CHECK_EQ(store_put_snapshot(s, &snap), 0);
+    CHECK_EQ(store_pin(s, "model/org/name", commit_a, true), 0);
+    snapshot_release(&snap);
+    CHECK_EQ(store_touch(s, f[1].id), 0);
+
+    ingest(s, &f[3]); /* needs room: f2 goes */
+    CHECK_EQ(store_file_info(s, f[2].id, &info), -ENOENT);
+    CHECK_EQ(store_file_info(s, f[0].id, &info), 0);
+    CHECK_EQ(store_file_info(s, f[1].id, &info), 0);
+    read_back(s, &f[3]);
+
+    /* f1 is held by a reader: f3 goes instead, though newer. */
+    CHECK_EQ(store_hold(s, f[1].id), 0);
+    ingest(s, &f[4]);
+    CHECK_EQ(store_file_info(s, f[1].id, &info), 0);
+    CHECK_EQ(store_file_info(s, f[3].id, &info), -ENOENT);
+    store_release(s, f[1].id);
+    CHECK_EQ(store_stats(s, &st), 0);
+    CHECK(st.physical_bytes <= 16000000);
+    check_clean(s);
+
+    /* Nothing can go when everything is pinned or held. */
+    CHECK_EQ(store_hold(s, f[1].id), 0);
+    CHECK_EQ(store_hold(s, f[4].id), 0);
+    CHECK_EQ(store_evict(s, 10000000, &freed), -ENOSPC);
+    CHECK_EQ(put_piece(s, &f[2], 0), -ENOSPC);
+    store_release(s, f[1].id);
+    store_release(s, f[4].id);
+    CHECK_EQ(store_evict(s, 10000000, &freed), 0);
+    CHECK(freed >= 5000000);
+    store_close(s);
+    for (i = 0; i < 5; i++)
+        tfile_free(&f[i]);
+    free(data);
+    rmtree(d);
+    free(d);
+}
+
+static void test_gc(void)
+{
+    char *d = tmpdir();
+    size_t size = 300000;
+    uint8_t *data = check_malloc(3 * size);
+    struct tfile f[3];
+    struct store *s = open_store(d, 0);
+    struct store_file info;
+    struct snapshot snap;
+    uint64_t removed;
+    int i;
+
+    for (i = 0; i < 3; i++) {
+        check_fill_splitmix(data + i * size, size, 90 + i);
+        tfile_make(&f[i], data + i * size, size);
+    }
+    ingest(s, &f[0]);                      /* listed by a snapshot */
+    CHECK_EQ(put_piece(s, &f[1], 0), 0);   /* an abandoned partial file */
+    ingest(s, &f[2]);                      /* complete, in no snapshot */
+    snap_of(&snap, commit_b, &f[0], "kept.bin");
+    CHECK_EQ(store_put_snapshot(s, &snap), 0);
+    snapshot_release(&snap);
+    CHECK_EQ(store_hold(s, f[2].id), 0);
+    CHECK_EQ(store_gc(s, &removed), 0);
+    CHECK_EQ(removed, 1);
+    CHECK_EQ(store_file_info(s, f[1].id, &info), -ENOENT);
+    CHECK_EQ(store_file_info(s, f[2].id, &info), 0);
+    store_release(s, f[2].id);
+    CHECK_EQ(store_gc(s, &removed), 0);
+    CHECK_EQ(removed, 1);
+    CHECK_EQ(store_file_info(s, f[0].id, &info), 0);
+    read_back(s, &f[0]);
+    check_clean(s);
+    store_close(s);
+    for (i = 0; i < 3; i++)
+        tfile_free(&f[i]);
+    free(data);
+    rmtree(d);
+    free(d);
+}
+
+/* --- import ---------------------------------------------------------------- */
+
+static void write_file(const char *dir, const char *rel, const uint8_t *data, size_t n)
+{
+    char path[4200];
+    FILE *f;
+
+    snprintf(path, sizeof(path), "%s/%s", dir, rel);
+    f = fopen(path, "wb");
+    CHECK(f != NULL);
+    CHECK_EQ(fwrite(data, 1, n, f), n);
+    CHECK_EQ(fclose(f), 0);
+}
+
+struct collect {
+    uint8_t *buf;
+    size_t len;
+};
+
+static int on_bytes(void *arg, const uint8_t *data, size_t len)
+{
+    struct collect *c = arg;
+
+    memcpy(c->buf + c->len, data, len);
+    c->len += len;
+    return 0;
+}
+
+static void test_import(void)
+{
+    char *d = tmpdir(), *src = tmpdir(), path[4200], why[512], etag[65];
+    struct store *s = open_store(d, 0);
+    size_t big = PROTO_PIECE_LEN + 777777;
+    uint8_t *data = check_malloc(big), sha[32];
+    struct snapshot snap, again, got;
+    struct import_stats st;
+    struct collect c = {.buf = check_malloc(big)};
+    const struct snapshot_file *f;
+
+    check_fill_splitmix(data, big, 123);
+    snprintf(path, sizeof(path), "%s/sub", src);
+    CHECK_EQ(mkdir(path, 0755), 0);
+    snprintf(path, sizeof(path), "%s/sub/dir", src);
+    CHECK_EQ(mkdir(path, 0755), 0);
+    snprintf(path, sizeof(path), "%s/.git", src);
+    CHECK_EQ(mkdir(path, 0755), 0);
+    write_file(src, "config.json", (const uint8_t *)"{\"a\": 1}", 8);
+    write_file(src, "sub/dir/w.bin", data, big);
+    write_file(src, "empty.txt", data, 0);
+    write_file(src, ".git/HEAD", (const uint8_t *)"x", 1);
+    snprintf(path, sizeof(path), "%s/link", src);
+    CHECK_EQ(symlink("config.json", path), 0);
+
+    CHECK_EQ(import_dir(s, src, "model/me/ckpt", &snap, &st, why, sizeof(why)), 0);
+    CHECK_EQ(st.files, 3);
+    CHECK_EQ(st.skipped, 1);
+    CHECK_EQ(st.bytes, big + 8);
+    CHECK_EQ(snap.n_files, 3);
+    CHECK(snapshot_commit_ok(snap.commit));
+    f = snapshot_find(&snap, "sub/dir/w.bin");
+    CHECK(f != NULL);
+    CHECK_EQ(f->size, big);
+    CHECK_EQ(sha256_digest(data, big, sha), 0);
+    CHECK_MEM(f->sha256, sha, 32);
+    chash_hex(sha, 32, etag);
+    CHECK_STR(f->etag, etag);
+    CHECK_EQ(store_read_file(s, f->sha256, on_bytes, &c), 0);
+    CHECK_EQ(c.len, big);
+    CHECK_MEM(c.buf, data, big);
+    f = snapshot_find(&snap, "empty.txt");
+    CHECK(f != NULL && f->size == 0);
+    CHECK(snapshot_find(&snap, "link") == NULL);
+    CHECK(snapshot_find(&snap, ".git/HEAD") == NULL);
+    CHECK_EQ(store_get_snapshot(s, "model/me/ckpt", snap.commit, &got), 0);
+    CHECK_EQ(got.n_files, 3);
+    snapshot_release(&got);
+    check_clean(s);
+
+    /* The commit comes from the content: the same tree gives the same commit, a
+     * changed file another. */
+    CHECK_EQ(import_dir(s, src, "model/me/ckpt", &again, &st, why, sizeof(why)), 0);
+    CHECK_STR(again.commit, snap.commit);
+    snapshot_release(&again);
+    write_file(src, "config.json", (const uint8_t *)"{\"a\": 2}", 8);
+    CHECK_EQ(import_dir(s, src, "model/me/ckpt", &again, &st, why, sizeof(why)), 0);
+    CHECK(strcmp(again.commit, snap.commit) != 0);
+    snapshot_release(&again);
+
+    /* Bad names are refused with a reason. */
+    CHECK_EQ(import_dir(s, src, "not a repo", &again, &st, why, sizeof(why)), -EINVAL);
+    CHECK(strstr(why, "not a repo name") != NULL);
+    write_file(src, "bad\nname", data, 10);
+    CHECK_EQ(import_dir(s, src, "model/me/ckpt", &again, &st, why, sizeof(why)), -EINVAL);
+    CHECK(strstr(why, "bad\nname") != NULL);
+    snprintf(path, sizeof(path), "%s/missing", src);
+    CHECK_EQ(import_dir(s, path, "model/me/ckpt", &again, &st, why, sizeof(why)), -ENOENT);
+    CHECK(strstr(why, "No such file") != NULL);
+
+    snapshot_release(&snap);
+    store_close(s);
+    free(c.buf);
+    free(data);
+    rmtree(src);
+    rmtree(d);
+    free(src);
+    free(d);
+}
+
+/* --- kill -9 ---------------------------------------------------------------- */
+
+#define CRASH_FILES 6
+#define CRASH_SIZE  (PROTO_PIECE_LEN + 2000000)
+
+/* The same files in the parent and in every child (derived from fixed seeds). */
+static uint8_t *crash_files(struct tfile *f)
+{
+    uint8_t *data = check_malloc((size_t)CRASH_FILES * CRASH_SIZE);
+    int i;
+
+    for (i = 0; i < CRASH_FILES; i++) {
+        check_fill_splitmix(data + (size_t)i * CRASH_SIZE, CRASH_SIZE, 300 + i);
+        tfile_make(&f[i], data + (size_t)i * CRASH_SIZE, CRASH_SIZE);
+    }
+    return data;
+}
+
+/* The child process: ingests every file piece by piece, skipping what the store has,
+ * as a resumed pull does. Prints how many pieces it had to write. */
+static int crash_child(const char *dir)
+{
+    struct tfile f[CRASH_FILES];
+    uint8_t *data = crash_files(f);
+    struct store *s = open_store(dir, 0);
+    int i, wrote = 0;
+    uint32_t p;
+
+    printf("ready\n"); /* the parent times its kill from here */
+    fflush(stdout);
+    for (i = 0; i < CRASH_FILES; i++) {
+        for (p = 0; p < f[i].n_pieces; p++) {
+            if (store_has_piece(s, f[i].id, p) == 0) {
+                CHECK_EQ(put_piece(s, &f[i], p), 0);
+                wrote++;
+            }
+        }
+        CHECK_EQ(store_complete_file(s, f[i].id, f[i].size), 0);
+    }
+    store_close(s);
+    for (i = 0; i < CRASH_FILES; i++)
+        tfile_free(&f[i]);
+    free(data);
+    printf("%d\n", wrote);
+    return 0;
+}
+
+/* Starts a fresh process for the child: RocksDB's background threads do not survive
+ * fork(), so the child must exec. Its stdout goes to a pipe (*out). */
+static pid_t spawn_child(const char *dir, int *out)
+{
+    int fds[2];
+    pid_t pid;
+
+    CHECK_EQ(pipe(fds), 0);
+    pid = fork();
+    CHECK(pid >= 0);
+    if (pid == 0) {
+        dup2(fds[1], STDOUT_FILENO);
+        close(fds[0]);
+        close(fds[1]);
+        execl("/proc/self/exe", "test_store", "--crash-child", dir, (char *)NULL);
+        _exit(127);
+    }
+    close(fds[1]);
+    *out = fds[0];
+    return pid;
+}
+
+static void test_kill9(void)
+{
+    char *d = tmpdir(), buf[32];
+    struct tfile f[CRASH_FILES];
+    uint8_t *data = crash_files(f);
+    struct store *s;
+    struct store_file info;
+    uint64_t st = (uint64_t)time(NULL);
+    int i, round, status, out, finished = 0, total = 0;
+    ssize_t n;
+
+    for (i = 0; i < CRASH_FILES; i++)
+        total += (int)f[i].n_pieces;
+    fprintf(stderr, "   kill seed %llu\n", (unsigned long long)st);
+    for (round = 0; round < 12; round++) {
+        pid_t pid = spawn_child(d, &out);
+        CHECK(read(out, buf, 6) == 6 && memcmp(buf, "ready\n", 6) == 0);
+        usleep((useconds_t)(check_splitmix64(&st) % 400000));
+        kill(pid, SIGKILL);
+        CHECK_EQ(waitpid(pid, &status, 0), pid);
+        close(out);
+        finished += WIFEXITED(status) && WEXITSTATUS(status) == 0;
+        CHECK(WIFEXITED(status) ? WEXITSTATUS(status) == 0 : WTERMSIG(status) == SIGKILL);
+        /* Whatever the moment, the store opens and is consistent. */
+        s = open_store(d, 0);
+        check_clean(s);
+        for (i = 0; i < CRASH_FILES; i++) {
+            if (store_file_info(s, f[i].id, &info) == 0 && info.complete) {
+                read_back(s, &f[i]);
+                /* Give the next child work again: drop some complete files. */
+                if (check_splitmix64(&st) % 2)
+                    CHECK_EQ(store_remove_file(s, f[i].id), 0);
+            }
+        }
+        check_clean(s);
+        store_close(s);
+    }
+    /* A last run without a kill resumes and finishes, writing only what is missing. */
+    {
+        int have = 0;
+        s = open_store(d, 0);
+        for (i = 0; i < CRASH_FILES; i++) {
+            uint32_t p;
+            for (p = 0; p < f[i].n_pieces; p++)
+                have += store_has_piece(s, f[i].id, p) == 1;
+        }
+        store_close(s);
+        pid_t pid = spawn_child(d, &out);
+        CHECK(read(out, buf, 6) == 6);
+        n = read(out, buf, sizeof(buf) - 1);
+        CHECK_EQ(waitpid(pid, &status, 0), pid);
+        close(out);
+        CHECK(WIFEXITED(status) && WEXITSTATUS(status) == 0);
+        CHECK(n > 0);
+        buf[n] = '\0';
+        CHECK_EQ(atoi_checked(buf), total - have);
+        fprintf(stderr, "   resume wrote %d of %d pieces\n", total - have, total);
+    }
+    s = open_store(d, 0);
+    check_clean(s);
+    for (i = 0; i < CRASH_FILES; i++) {
+        CHECK_EQ(store_file_info(s, f[i].id, &info), 0);
+        CHECK(info.complete);
+        read_back(s, &f[i]);
+        tfile_free(&f[i]);
+    }
+    fprintf(stderr, "   %d of 12 runs finished before their kill\n", finished);
+    store_close(s);
+    free(data);
+    rmtree(d);
+    free(d);
+}
+
+int main(int argc, char **argv)
+{
+    if (argc == 3 && strcmp(argv[1], "--crash-child") == 0)
+        return crash_child(argv[2]);
+    RUN(test_open_and_schema);
+    RUN(test_file_roundtrip_and_dedup);
+    RUN(test_model);
+    RUN(test_check_and_repair);
+    RUN(test_quota);
+    RUN(test_snapshots_refs_pins);
+    RUN(test_eviction);
+    RUN(test_gc);
+    RUN(test_import);
+    RUN(test_kill9);
+    return check_done();
+}
