@@ -154,11 +154,15 @@ static rocksdb_options_t *cf_options(int cf)
 
     if (cf == CF_CHUNKS) {
         /* Chunk bytes go to blob files: compaction then moves 40-byte references,
-         * not the data, and compressing random weights costs CPU for nothing. */
+         * not the data, and compressing random weights costs CPU for nothing. Blob
+         * garbage collection is off: it relocates the oldest blobs during ordinary
+         * compactions, which raised write amplification from 1.01 to 1.5 while
+         * ingesting (docs/benchmarks.md); a blob file is still deleted once all its
+         * chunks are gone. */
         rocksdb_options_set_enable_blob_files(o, 1);
         rocksdb_options_set_min_blob_size(o, 4096);
         rocksdb_options_set_blob_file_size(o, 256u << 20);
-        rocksdb_options_set_enable_blob_gc(o, 1);
+        rocksdb_options_set_enable_blob_gc(o, 0);
         rocksdb_options_set_blob_compression_type(o, rocksdb_no_compression);
         rocksdb_options_set_compression(o, rocksdb_no_compression);
         rocksdb_options_set_write_buffer_size(o, 64u << 20);
