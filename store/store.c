@@ -60,11 +60,16 @@ void store__log(struct store *s, enum store_log_level lvl, const char *fmt, ...)
 
 int store__err(struct store *s, char *errptr, const char *what)
 {
+    int r = SHOAL_ESTORE;
+
     if (!errptr)
         return 0;
+    /* A full disk is the one failure a user can act on: say so in the code too. */
+    if (strstr(errptr, "No space left on device"))
+        r = -ENOSPC;
     store__log(s, STORE_LOG_ERROR, "%s: %s", what, errptr);
     rocksdb_free(errptr);
-    return SHOAL_ESTORE;
+    return r;
 }
 
 void store__put_u32le(uint8_t *p, uint32_t v)
