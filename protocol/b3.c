@@ -152,11 +152,15 @@ static const struct b3_ops b3_ops_table[] = {
     /* Single blocks gain nothing from wider vectors, so AVX2 shares SSE4.1's. */
     [B3_IMPL_AVX2] = {b3__compress_sse41, b3__compress_xof_sse41, b3__chunks_avx2,
                       b3__parents_avx2},
+    [B3_IMPL_AVX512] = {b3__compress_avx512, b3__compress_xof_avx512, b3__chunks_avx512,
+                        b3__parents_avx512},
 #else
     [B3_IMPL_SSE41] = {b3__compress_portable, b3__compress_xof_portable, b3__chunks_portable,
                        b3__parents_portable},
     [B3_IMPL_AVX2] = {b3__compress_portable, b3__compress_xof_portable, b3__chunks_portable,
                       b3__parents_portable},
+    [B3_IMPL_AVX512] = {b3__compress_portable, b3__compress_xof_portable, b3__chunks_portable,
+                        b3__parents_portable},
 #endif
 };
 
@@ -164,6 +168,7 @@ static const char *const b3_names[] = {
     [B3_IMPL_PORTABLE] = "portable",
     [B3_IMPL_SSE41] = "sse41",
     [B3_IMPL_AVX2] = "avx2",
+    [B3_IMPL_AVX512] = "avx512",
 };
 
 #define B3_IMPL_COUNT ((int)(sizeof(b3_names) / sizeof(b3_names[0])))
@@ -184,6 +189,12 @@ static int b3_cpu_has(enum b3_impl impl)
     case B3_IMPL_AVX2:
         /* The AVX2 code hands its leftovers to the SSE4.1 code. */
         return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("sse4.1");
+    case B3_IMPL_AVX512:
+        /* b3_avx512.c is compiled for all three subsets, so the compiler may use any of
+         * them; AVX2 is implied by every CPU that has them, and checked so that each
+         * level keeps including the ones below it. */
+        return __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512vl") &&
+               __builtin_cpu_supports("avx512bw") && b3_cpu_has(B3_IMPL_AVX2);
     }
     return 0;
 #else
@@ -193,6 +204,8 @@ static int b3_cpu_has(enum b3_impl impl)
 
 enum b3_impl b3_impl_best(void)
 {
+    if (b3_cpu_has(B3_IMPL_AVX512))
+        return B3_IMPL_AVX512;
     if (b3_cpu_has(B3_IMPL_AVX2))
         return B3_IMPL_AVX2;
     if (b3_cpu_has(B3_IMPL_SSE41))

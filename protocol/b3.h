@@ -1,8 +1,9 @@
 /* b3.h - BLAKE3 (hash, keyed hash, derive key, extendable output).
  *
  * Written for Shoal from the BLAKE3 specification. A portable implementation and
- * SIMD ones (SSE4.1: 4 chunks at a time, AVX2: 8) that give identical output; the
- * fastest one the CPU supports is chosen on first use, and tests may force another.
+ * SIMD ones (SSE4.1: 4 chunks at a time, AVX2: 8, AVX-512: 16) that give identical
+ * output; the fastest one the CPU supports is chosen on first use (SHOAL_B3_IMPL =
+ * portable, sse41, avx2 or avx512 overrides it), and tests may force another.
  *
  * Threads: a struct b3_hasher belongs to one thread at a time; the functions keep
  *   no other state except the implementation choice, which is set once (race-free)
@@ -39,6 +40,7 @@ enum b3_impl {
     B3_IMPL_PORTABLE = 0,
     B3_IMPL_SSE41 = 1,
     B3_IMPL_AVX2 = 2,
+    B3_IMPL_AVX512 = 3,
 };
 
 void b3_init(struct b3_hasher *h);

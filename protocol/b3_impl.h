@@ -1,4 +1,4 @@
-/* b3_impl.h - internals shared by b3.c, b3_sse41.c and b3_avx2.c; not part of the API.
+/* b3_impl.h - internals shared by b3.c and the b3_*.c SIMD files; not part of the API.
  *
  * Each implementation offers the same four operations, and b3.c only ever calls them
  * through the table it picks at run time:
@@ -101,6 +101,17 @@ void b3__chunks_avx2(const uint8_t *in, size_t n, const uint32_t key[8], uint64_
                      uint32_t flags, uint8_t *out);
 void b3__parents_avx2(const uint8_t *in, size_t n, const uint32_t key[8], uint32_t flags,
                       uint8_t *out);
+/* AVX-512 (F, VL and BW): its own single-block code too, as the native rotation shortens
+ * the chain of a lone block as well. */
+void b3__compress_avx512(uint32_t cv[8], const uint8_t block[B3_BLOCK_LEN], uint32_t block_len,
+                         uint64_t counter, uint32_t flags);
+void b3__compress_xof_avx512(const uint32_t cv[8], const uint8_t block[B3_BLOCK_LEN],
+                             uint32_t block_len, uint64_t counter, uint32_t flags,
+                             uint8_t out[B3_BLOCK_LEN]);
+void b3__chunks_avx512(const uint8_t *in, size_t n, const uint32_t key[8], uint64_t counter,
+                       uint32_t flags, uint8_t *out);
+void b3__parents_avx512(const uint8_t *in, size_t n, const uint32_t key[8], uint32_t flags,
+                        uint8_t *out);
 #endif
 
 #endif

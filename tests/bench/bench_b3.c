@@ -70,7 +70,8 @@ static double bench_stream(const uint8_t *buf, size_t len, uint8_t *sink)
 
 int main(void)
 {
-    static const enum b3_impl all[] = {B3_IMPL_PORTABLE, B3_IMPL_SSE41, B3_IMPL_AVX2};
+    static const enum b3_impl all[] = {B3_IMPL_PORTABLE, B3_IMPL_SSE41, B3_IMPL_AVX2,
+                                       B3_IMPL_AVX512};
     const char *mib = getenv("SHOAL_B3_BENCH_MIB");
     size_t len = (size_t)(mib ? strtoul(mib, NULL, 10) : 256) << 20;
     uint8_t *buf, sink = 0;

@@ -22,7 +22,7 @@ extern char **environ;
 #define XOF_LEN 131 /* the official vectors' extended output length */
 #define KIB 1024
 
-static enum b3_impl impls[3];
+static enum b3_impl impls[4];
 static int n_impls;
 
 /* Input of the official and Xet vectors: byte i is i mod 251. */
@@ -80,12 +80,14 @@ static size_t edge_lengths(size_t *out, size_t max)
 
 static void test_impls(void)
 {
-    static const enum b3_impl all[] = {B3_IMPL_PORTABLE, B3_IMPL_SSE41, B3_IMPL_AVX2};
+    static const enum b3_impl all[] = {B3_IMPL_PORTABLE, B3_IMPL_SSE41, B3_IMPL_AVX2,
+                                       B3_IMPL_AVX512};
     enum b3_impl best = b3_impl_best();
 
     CHECK_STR(b3_impl_name(B3_IMPL_PORTABLE), "portable");
     CHECK_STR(b3_impl_name(B3_IMPL_SSE41), "sse41");
     CHECK_STR(b3_impl_name(B3_IMPL_AVX2), "avx2");
+    CHECK_STR(b3_impl_name(B3_IMPL_AVX512), "avx512");
     CHECK_EQ(b3_force_impl((enum b3_impl)7), -EINVAL);
     n_impls = 0;
     for (size_t i = 0; i < sizeof(all) / sizeof(all[0]); i++) {
@@ -371,8 +373,8 @@ static void test_agree(void)
 
     check_fill_splitmix(in, max, 5);
     check_fill_splitmix(key, sizeof(key), 6);
-    /* Around the 4, 8 and 16 chunk batch edges at many positions in the tree (at most
-     * 115 edge lengths + 96 + 36 + 60 fit in lens). */
+    /* Around the 4, 8, 16 and 32 chunk batch edges at many positions in the tree (at
+     * most 115 edge lengths + 96 + 36 + 18 + 60 fit in lens). */
     for (size_t m = 1; m <= 24; m++) {
         lens[n++] = m * 4 * KIB - 1;
         lens[n++] = m * 4 * KIB + 1;
@@ -382,6 +384,10 @@ static void test_agree(void)
     for (size_t m = 1; m <= 18; m++) {
         lens[n++] = m * 16 * KIB;
         lens[n++] = m * 16 * KIB + 1;
+    }
+    for (size_t m = 1; m <= 9; m++) {
+        lens[n++] = m * 32 * KIB - 1;
+        lens[n++] = m * 32 * KIB + 1;
     }
     for (int i = 0; i < 40; i++)
         lens[n++] = (size_t)(check_splitmix64(&rng) % (300 * KIB));
