@@ -9,6 +9,7 @@
  */
 #include "check.h"
 #include "hasher.h"
+#include "export.h"
 #include "store.h"
 
 #include <inttypes.h>
@@ -72,11 +73,30 @@ static void piece_bytes(uint8_t *buf, uint32_t i, uint64_t seed)
     }
 }
 
+/* File ids are the sha256 of the files' bytes, computed once before timing. */
+static uint8_t (*ids)[32];
+
 static void file_id(uint8_t id[32], uint32_t file, uint64_t seed)
 {
-    memset(id, 0, 32);
-    memcpy(id, &file, sizeof(file));
-    memcpy(id + 8, &seed, sizeof(seed));
+    memcpy(id, ids[file], 32);
+}
+
+static void make_ids(uint32_t files, uint64_t seed)
+{
+    uint8_t *buf = aligned_alloc(4096, PROTO_PIECE_LEN);
+    struct sha256 h;
+    uint32_t f, p;
+
+    ids = malloc(files * sizeof(*ids));
+    for (f = 0; f < files; f++) {
+        CHECK_EQ(sha256_init(&h), 0);
+        for (p = 0; p < FILE_PIECES; p++) {
+            piece_bytes(buf, f * FILE_PIECES + p, seed);
+            sha256_update(&h, buf, PROTO_PIECE_LEN);
+        }
+        sha256_final(&h, ids[f]);
+    }
+    free(buf);
 }
 
 static void *writer(void *arg)
@@ -176,6 +196,7 @@ int main(int argc, char **argv)
     fflush(stdout);
     CHECK_EQ(system(cmd), 0);
 
+    make_ids(j.n_pieces / FILE_PIECES, 1);
     snprintf(path, sizeof(path), "%s/store", dir);
     CHECK_EQ(store_open(path, &o, &j.s, why, sizeof(why)), 0);
     printf("== store, %d writer threads, %d GiB in 1 GiB files\n", threads, gib);
@@ -209,6 +230,36 @@ int main(int argc, char **argv)
     secs = now() - secs;
     CHECK_EQ(got, total);
     printf("read-back (store_read_file):       %6.0f MB/s\n", total / secs / 1e6);
+
+    /* Export to the Hugging Face cache layout on the same disk (sha256 checked while
+     * writing, fsynced, renamed), then the files are removed again. */
+    {
+        struct snapshot snap;
+        struct export_stats es;
+        char cache[4200], etag[65], name[32];
+        uint8_t id[32];
+        CHECK_EQ(snapshot_init(&snap, "model/bench/model", "0123456789abcdef0123456789abcdef01234567"),
+                 0);
+        for (i = 0; i < j.n_pieces / FILE_PIECES; i++) {
+            file_id(id, i, j.seed);
+            chash_hex(id, 32, etag);
+            snprintf(name, sizeof(name), "part-%u.bin", i);
+            CHECK_EQ(snapshot_add(&snap, name, (uint64_t)FILE_PIECES * PROTO_PIECE_LEN, id, etag),
+                     0);
+        }
+        CHECK_EQ(snapshot_finish(&snap), 0);
+        snprintf(cache, sizeof(cache), "%s/hf-cache", dir);
+        secs = now();
+        int r = export_hf_cache(j.s, &snap, cache, "main", NULL, NULL, &es, why, sizeof(why));
+        secs = now() - secs;
+        if (r == 0)
+            printf("export to the HF cache:            %6.0f MB/s\n", total / secs / 1e6);
+        else
+            printf("export to the HF cache:            failed: %s\n", why);
+        snapshot_release(&snap);
+        snprintf(cmd, sizeof(cmd), "rm -rf %s", cache);
+        CHECK_EQ(system(cmd), 0);
+    }
     store_close(j.s);
     snprintf(cmd, sizeof(cmd), "rm -rf %s", path);
     CHECK_EQ(system(cmd), 0);
