@@ -462,7 +462,8 @@ int store_evict(struct store *s, uint64_t need, uint64_t *freed)
         r = victims_find(s, true, true, &k, &vs);
     if (r < 0)
         goto out;
-    qsort(vs.v, vs.n, sizeof(vs.v[0]), by_atime);
+    if (vs.n)
+        qsort(vs.v, vs.n, sizeof(vs.v[0]), by_atime);
     r = store__space_ok(s, need);
     for (i = 0; i < vs.n && r < 0; i++) {
         int e = store_remove_file(s, vs.v[i].id);

@@ -1067,7 +1067,8 @@ int store_remove_file(struct store *s, const uint8_t file[static STORE_ID_LEN])
             r = store__write(s, meta, false);
         goto unlock;
     }
-    qsort(c.chunks, c.n, sizeof(c.chunks[0]), by_leaf_hash);
+    if (c.n)
+        qsort(c.chunks, c.n, sizeof(c.chunks[0]), by_leaf_hash);
     hashes = malloc((c.n ? c.n : 1) * sizeof(*hashes));
     uses = malloc((c.n ? c.n : 1) * sizeof(*uses));
     lens = malloc((c.n ? c.n : 1) * sizeof(*lens));
