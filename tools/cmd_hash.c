@@ -1,11 +1,13 @@
 /* cmd_hash.c - `shoal hash`: content ids of local files, no node needed.
  *
  * DESIGN. Pieces are independent, so they are hashed in parallel: the main thread
- * reads the file piece by piece into a ring of K = threads + 1 piece buffers and feeds
- * the sha256 (which must see the bytes in order), worker threads chunk and hash the
- * pieces, and the main thread prints each piece's result in order before it reuses
- * that buffer. Memory is K * 16 MiB whatever the file size; the file is read once,
- * sequentially, so pipes and stdin work as well as regular files.
+ * reads the file piece by piece into a ring of K = threads + 1 piece buffers, worker
+ * threads chunk and hash the pieces, one more thread feeds the sha256 (which must see
+ * the bytes in order, and is the slowest serial stage: it gets a core of its own
+ * rather than sharing the reading thread's), and the main thread prints each piece's
+ * result in order before it reuses that buffer. Memory is K * 16 MiB whatever the file
+ * size; the file is read once, sequentially, so pipes and stdin work as well as
+ * regular files.
  *
  * Output streams: a file's pieces (and with --chunks its chunks) are printed as they
  * are done and its totals follow them, in text and JSON alike.
@@ -42,8 +44,9 @@ static const char usage[] =
     "Options:\n"
     "  --chunks      also list every chunk: piece, offset in the file, length, hash\n"
     "  --json        one JSON document on standard output, nothing else there\n"
-    "  --threads N   worker threads (default: the number of CPUs, at most 16);\n"
-    "                memory use is about (N + 1) x 16 MiB\n"
+    "  --threads N   worker threads that chunk and hash pieces (default: the number\n"
+    "                of CPUs less one, for the sha256, at most 16); memory use is\n"
+    "                about (N + 1) x 16 MiB\n"
     "  -h, --help    this help\n"
     "\n"
     "Exit status: 0 all files hashed, 1 a file could not be read (the others are\n"
@@ -55,6 +58,7 @@ struct slot {
     uint8_t *buf;
     struct hasher_piece *res;
     enum slot_state state;
+    bool sha_done;          /* the sha256 thread has seen this piece */
 };
 
 struct pool {
@@ -65,9 +69,13 @@ struct pool {
     unsigned n_slots;
     uint64_t seq_fill;      /* pieces handed to the workers so far (all files) */
     uint64_t seq_work;      /* pieces taken by a worker so far */
+    uint64_t seq_sha;       /* pieces fed to the sha256 so far */
+    struct sha256 *sha;     /* the current file's; set by the main thread between files */
     bool stop;
     pthread_t *threads;
     unsigned n_threads;
+    pthread_t sha_thread;
+    bool sha_started;
 };
 
 struct out {
@@ -109,6 +117,30 @@ static void *worker(void *arg)
     return NULL;
 }
 
+/* Feeds the pieces to the current file's sha256, in order. */
+static void *sha_worker(void *arg)
+{
+    struct pool *p = arg;
+    struct slot *s;
+
+    pthread_mutex_lock(&p->mu);
+    for (;;) {
+        while (!p->stop && p->seq_sha == p->seq_fill)
+            pthread_cond_wait(&p->cv_work, &p->mu);
+        if (p->seq_sha == p->seq_fill)
+            break;
+        s = &p->slots[p->seq_sha % p->n_slots];
+        pthread_mutex_unlock(&p->mu);
+        sha256_update(p->sha, s->buf, s->res->len);
+        pthread_mutex_lock(&p->mu);
+        s->sha_done = true;
+        p->seq_sha++;
+        pthread_cond_broadcast(&p->cv_done);
+    }
+    pthread_mutex_unlock(&p->mu);
+    return NULL;
+}
+
 static void pool_stop(struct pool *p)
 {
     unsigned i;
@@ -119,6 +151,8 @@ static void pool_stop(struct pool *p)
     pthread_mutex_unlock(&p->mu);
     for (i = 0; i < p->n_threads; i++)
         pthread_join(p->threads[i], NULL);
+    if (p->sha_started)
+        pthread_join(p->sha_thread, NULL);
     for (i = 0; i < p->n_slots; i++) {
         free(p->slots[i].buf);
         free(p->slots[i].res);
@@ -155,19 +189,23 @@ static int pool_start(struct pool *p, unsigned n_threads)
             goto fail;
         p->n_threads++;
     }
+    if (pthread_create(&p->sha_thread, NULL, sha_worker, p) != 0)
+        goto fail;
+    p->sha_started = true;
     return 0;
 fail:
     pool_stop(p);
     return -ENOMEM;
 }
 
-/* Waits until the piece with sequence number seq is hashed; returns its slot. */
+/* Waits until the piece with sequence number seq is hashed and in the sha256;
+ * returns its slot. */
 static struct slot *pool_wait(struct pool *p, uint64_t seq)
 {
     struct slot *s = &p->slots[seq % p->n_slots];
 
     pthread_mutex_lock(&p->mu);
-    while (s->state != SLOT_DONE)
+    while (s->state != SLOT_DONE || !s->sha_done)
         pthread_cond_wait(&p->cv_done, &p->mu);
     pthread_mutex_unlock(&p->mu);
     return s;
@@ -177,6 +215,7 @@ static void pool_release(struct pool *p, struct slot *s)
 {
     pthread_mutex_lock(&p->mu);
     s->state = SLOT_FREE;
+    s->sha_done = false;
     pthread_mutex_unlock(&p->mu);
 }
 
@@ -185,7 +224,8 @@ static void pool_submit(struct pool *p, struct slot *s)
     pthread_mutex_lock(&p->mu);
     s->state = SLOT_FILLED;
     p->seq_fill++;
-    pthread_cond_signal(&p->cv_work);
+    /* Wake a worker and the sha256 thread: they wait on the same condition. */
+    pthread_cond_broadcast(&p->cv_work);
     pthread_mutex_unlock(&p->mu);
 }
 
@@ -374,6 +414,11 @@ static int hash_file(struct pool *p, struct out *o, const char *path)
         print_file_error(o, &j, false, err);
         goto out;
     }
+    /* Between files the sha256 thread is idle (every piece of the last file was
+     * waited for), so the context can change hands without a race. */
+    pthread_mutex_lock(&p->mu);
+    p->sha = &sha;
+    pthread_mutex_unlock(&p->mu);
     print_file_start(o, &j);
     for (;;) {
         /* The ring is full: the oldest piece must be printed before its slot is reused. */
@@ -390,7 +435,6 @@ static int hash_file(struct pool *p, struct out *o, const char *path)
         }
         if (n == 0)
             break;
-        sha256_update(&sha, s->buf, (size_t)n);
         s->res->index = j.filled;
         s->res->offset = size;
         s->res->len = (uint32_t)n;
@@ -409,13 +453,15 @@ out:
     return err;
 }
 
+/* One worker per core but one: the sha256 thread, the slowest serial stage, needs a
+ * core of its own (measured in docs/benchmarks.md). */
 static unsigned default_threads(void)
 {
     long n = sysconf(_SC_NPROCESSORS_ONLN);
 
-    if (n < 1)
+    if (n < 2)
         return 1;
-    return n > 16 ? 16 : (unsigned)n;
+    return n - 1 > 16 ? 16 : (unsigned)(n - 1);
 }
 
 static int parse_threads(const char *s, unsigned *out)
