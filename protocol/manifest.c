@@ -4,6 +4,7 @@
 #include "err.h"
 #include "proto_limits.h"
 #include "mpcheck.h"
+#include "mpdec.h"
 
 #include <errno.h>
 #include <stdlib.h>
@@ -279,61 +280,6 @@ out:
     return err;
 }
 
-/* mp_check bounds every count before msgpack-c allocates for it (msgpack-c issue
- * #1013); after it, msgpack-c's allocations are proportional to len. */
-static int unpack(msgpack_unpacked *up, const uint8_t *buf, size_t len)
-{
-    size_t off = 0;
-    int err;
-
-    err = mp_check(buf, len, PROTO_MAX_DEPTH);
-    if (err < 0)
-        return err;
-    switch (msgpack_unpack_next(up, (const char *)buf, len, &off)) {
-    case MSGPACK_UNPACK_SUCCESS:
-        return off == len ? 0 : SHOAL_EFORMAT;
-    case MSGPACK_UNPACK_NOMEM_ERROR:
-        return -ENOMEM;
-    default:
-        return SHOAL_EFORMAT;
-    }
-}
-
-/* The version comes first so that a later version may change everything after it and
- * still be told apart from garbage. */
-static int open_versioned(const msgpack_object *root, uint32_t fields, const msgpack_object **f)
-{
-    const msgpack_object *v;
-
-    if (root->type != MSGPACK_OBJECT_ARRAY || root->via.array.size == 0)
-        return SHOAL_EFORMAT;
-    v = &root->via.array.ptr[0];
-    if (v->type != MSGPACK_OBJECT_POSITIVE_INTEGER)
-        return SHOAL_EFORMAT;
-    if (v->via.u64 != MANIFEST_VERSION)
-        return SHOAL_EVERSION;
-    if (root->via.array.size != fields)
-        return SHOAL_EFORMAT;
-    *f = root->via.array.ptr;
-    return 0;
-}
-
-static int get_uint(const msgpack_object *o, uint64_t max, uint64_t *v)
-{
-    if (o->type != MSGPACK_OBJECT_POSITIVE_INTEGER || o->via.u64 > max)
-        return SHOAL_EFORMAT;
-    *v = o->via.u64;
-    return 0;
-}
-
-static int get_hash(const msgpack_object *o, uint8_t out[static CHASH_LEN])
-{
-    if (o->type != MSGPACK_OBJECT_BIN || o->via.bin.size != CHASH_LEN)
-        return SHOAL_EFORMAT;
-    memcpy(out, o->via.bin.ptr, CHASH_LEN);
-    return 0;
-}
-
 /* The chunk count of piece fields f[0..PIECE_FIELDS), taken from the decoded lengths
  * array itself (so it is backed by input bytes) and matched against the hashes bin. */
 static int piece_count(const msgpack_object *f, uint32_t *n)
@@ -362,16 +308,16 @@ static int piece_fill(const msgpack_object *f, uint32_t want, struct manifest_pi
     uint32_t i;
     int err;
 
-    err = get_uint(&f[0], PROTO_PIECE_LEN, &len);
+    err = mpdec_uint(&f[0], PROTO_PIECE_LEN, &len);
     if (err < 0)
         return err;
     if (len == 0 || (want != 0 && len != want))
         return SHOAL_EFORMAT;
-    err = get_hash(&f[1], p->hash);
+    err = mpdec_bin(&f[1], CHASH_LEN, p->hash);
     if (err < 0)
         return err;
     for (i = 0; i < lens->via.array.size; i++) {
-        err = get_uint(&lens->via.array.ptr[i], PROTO_CHUNK_MAX, &v);
+        err = mpdec_uint(&lens->via.array.ptr[i], PROTO_CHUNK_MAX, &v);
         if (err < 0)
             return err;
         memcpy(c[i].hash, hashes + (size_t)i * CHASH_LEN, CHASH_LEN);
@@ -397,20 +343,20 @@ int manifest_decode(struct manifest *m, const uint8_t *buf, size_t len)
 
     memset(&tmp, 0, sizeof(tmp));
     msgpack_unpacked_init(&up);
-    err = unpack(&up, buf, len);
+    err = mpdec_unpack(&up, buf, len);
     if (err < 0)
         goto out;
-    err = open_versioned(&up.data, MANIFEST_FIELDS, &f);
+    err = mpdec_open(&up.data, MANIFEST_VERSION, MANIFEST_FIELDS, &f);
     if (err < 0)
         goto out;
-    err = get_uint(&f[1], UINT64_MAX, &tmp.size);
+    err = mpdec_uint(&f[1], UINT64_MAX, &tmp.size);
     if (err < 0)
         goto out;
     if (tmp.size > PROTO_FILE_MAX) {
         err = SHOAL_ELIMIT;
         goto out;
     }
-    err = get_hash(&f[2], tmp.sha256);
+    err = mpdec_bin(&f[2], CHASH_LEN, tmp.sha256);
     if (err < 0)
         goto out;
     list = &f[3];
@@ -469,10 +415,10 @@ int manifest_piece_decode(struct manifest_piece *piece, struct chash_leaf **chun
     int err;
 
     msgpack_unpacked_init(&up);
-    err = unpack(&up, buf, len);
+    err = mpdec_unpack(&up, buf, len);
     if (err < 0)
         goto out;
-    err = open_versioned(&up.data, 1 + PIECE_FIELDS, &f);
+    err = mpdec_open(&up.data, MANIFEST_VERSION, 1 + PIECE_FIELDS, &f);
     if (err < 0)
         goto out;
     err = piece_count(f + 1, &n);

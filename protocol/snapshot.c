@@ -4,6 +4,7 @@
 
 #include "err.h"
 #include "mpcheck.h"
+#include "mpdec.h"
 #include "proto_limits.h"
 
 #include <errno.h>
@@ -485,45 +486,6 @@ out:
     return err;
 }
 
-/* mp_check bounds every count and length by the input before msgpack-c allocates for
- * it (msgpack-c issue #1013). */
-static int unpack(msgpack_unpacked *up, const uint8_t *buf, size_t len)
-{
-    size_t off = 0;
-    int err;
-
-    err = mp_check(buf, len, PROTO_MAX_DEPTH);
-    if (err < 0)
-        return err;
-    switch (msgpack_unpack_next(up, (const char *)buf, len, &off)) {
-    case MSGPACK_UNPACK_SUCCESS:
-        return off == len ? 0 : SHOAL_EFORMAT;
-    case MSGPACK_UNPACK_NOMEM_ERROR:
-        return -ENOMEM;
-    default:
-        return SHOAL_EFORMAT;
-    }
-}
-
-/* The version is read before the shape, so that a later version may change everything
- * after it and still be told apart from garbage. */
-static int open_root(const msgpack_object *root, const msgpack_object **f)
-{
-    const msgpack_object *v;
-
-    if (root->type != MSGPACK_OBJECT_ARRAY || root->via.array.size == 0)
-        return SHOAL_EFORMAT;
-    v = &root->via.array.ptr[0];
-    if (v->type != MSGPACK_OBJECT_POSITIVE_INTEGER)
-        return SHOAL_EFORMAT;
-    if (v->via.u64 != SNAPSHOT_VERSION)
-        return SHOAL_EVERSION;
-    if (root->via.array.size != SNAPSHOT_FIELDS)
-        return SHOAL_EFORMAT;
-    *f = root->via.array.ptr;
-    return 0;
-}
-
 /* A msgpack str that the validator ok accepts (bin is not a string here). */
 static int get_name(const msgpack_object *o, bool (*ok)(const char *, size_t), const char **p,
                     size_t *n)
@@ -608,10 +570,10 @@ int snapshot_decode(struct snapshot *s, const uint8_t *buf, size_t len)
 
     memset(&tmp, 0, sizeof(tmp));
     msgpack_unpacked_init(&up);
-    err = unpack(&up, buf, len);
+    err = mpdec_unpack(&up, buf, len);
     if (err < 0)
         goto out;
-    err = open_root(&up.data, &f);
+    err = mpdec_open(&up.data, SNAPSHOT_VERSION, SNAPSHOT_FIELDS, &f);
     if (err < 0)
         goto out;
     err = get_name(&f[1], repo_ok_n, &p, &n);
