@@ -167,10 +167,11 @@ static int on_ref_drop(void *arg, const char *k, size_t klen, const char *v, siz
     return 0;
 }
 
-int store_remove_snapshot(struct store *s, const char *repo, const char *commit)
+/* The key of an existing snapshot: -EINVAL for bad names, -ENOENT if not stored. */
+static int snapshot_key(struct store *s, const char *repo, const char *commit,
+                        char key[NAME_KEY_MAX])
 {
-    struct ref_drop d = {.s = s, .repo = repo, .commit = commit};
-    char key[NAME_KEY_MAX], *val;
+    char *val;
     size_t vlen;
     int k, r;
 
@@ -183,6 +184,18 @@ int store_remove_snapshot(struct store *s, const char *repo, const char *commit)
     if (r < 0)
         return r;
     rocksdb_free(val);
+    return k;
+}
+
+int store_remove_snapshot(struct store *s, const char *repo, const char *commit)
+{
+    struct ref_drop d = {.s = s, .repo = repo, .commit = commit};
+    char key[NAME_KEY_MAX];
+    int k, r;
+
+    k = snapshot_key(s, repo, commit, key);
+    if (k < 0)
+        return k;
     r = put_or_delete(s, CF_PINS, key, (size_t)k, NULL, 0, true);
     if (r == 0)
         r = cf_walk(s, CF_REFS, on_ref_drop, &d);
@@ -234,19 +247,12 @@ int store_get_ref(struct store *s, const char *repo, const char *rev,
 
 int store_pin(struct store *s, const char *repo, const char *commit, bool pinned)
 {
-    char key[NAME_KEY_MAX], *val;
-    size_t vlen;
-    int k, r;
+    char key[NAME_KEY_MAX];
+    int k;
 
-    if (!snapshot_commit_ok(commit))
-        return -EINVAL;
-    k = name_key(key, repo, commit);
+    k = snapshot_key(s, repo, commit, key);
     if (k < 0)
         return k;
-    r = store__get(s, CF_SNAPSHOTS, key, (size_t)k, &val, &vlen);
-    if (r < 0)
-        return r;
-    rocksdb_free(val);
     return put_or_delete(s, CF_PINS, key, (size_t)k, "", 0, !pinned);
 }
 
