@@ -13,6 +13,7 @@
 #include "store.h"
 
 #include <inttypes.h>
+#include <malloc.h>
 #include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -29,6 +30,27 @@ static double now(void)
 
     clock_gettime(CLOCK_MONOTONIC, &ts);
     return ts.tv_sec + ts.tv_nsec / 1e9;
+}
+
+/* Peak RSS since the last call, in MiB (VmHWM, then reset through clear_refs). */
+static long phase_peak_mib(void)
+{
+    FILE *f = fopen("/proc/self/status", "r");
+    char line[128];
+    long kib = -1;
+
+    while (f && fgets(line, sizeof(line), f)) {
+        if (sscanf(line, "VmHWM: %ld kB", &kib) == 1)
+            break;
+    }
+    if (f)
+        fclose(f);
+    f = fopen("/proc/self/clear_refs", "w");
+    if (f) {
+        fputs("5", f);
+        fclose(f);
+    }
+    return kib / 1024;
 }
 
 static uint64_t io_written(void)
@@ -174,6 +196,10 @@ int main(int argc, char **argv)
     uint32_t i;
     char why[256];
 
+    /* As shoald will: one malloc arena. With one per thread, memory freed by one
+     * thread (memtables, after their flush) is not reused by the others, and peak RSS
+     * rose by ~120 MiB for the same work (docs/benchmarks.md). */
+    mallopt(M_ARENA_MAX, 1);
     if (!dir || gib < 1) {
         fprintf(stderr, "usage: bench_store DIR [GIB]\n");
         return 2;
@@ -197,6 +223,7 @@ int main(int argc, char **argv)
     CHECK_EQ(system(cmd), 0);
 
     make_ids(j.n_pieces / FILE_PIECES, 1);
+    printf("benchmark's own buffers before the store opens: %ld MiB\n", phase_peak_mib());
     snprintf(path, sizeof(path), "%s/store", dir);
     CHECK_EQ(store_open(path, &o, &j.s, why, sizeof(why)), 0);
     printf("== store, %d writer threads, %d GiB in 1 GiB files\n", threads, gib);
@@ -207,6 +234,7 @@ int main(int argc, char **argv)
     w1 = io_written();
     printf("ingest (chunk + hash + store):     %6.0f MB/s\n", total / secs / 1e6);
     printf("  write amplification:             %6.2f x\n", (double)(w1 - w0) / total);
+    printf("  peak RSS of this phase:          %6ld MiB\n", phase_peak_mib());
     store_close(j.s);
     snprintf(cmd, sizeof(cmd), "rm -rf %s", path);
     CHECK_EQ(system(cmd), 0);
@@ -218,6 +246,7 @@ int main(int argc, char **argv)
     w1 = io_written();
     printf("store-only writes (hashed chunks): %6.0f MB/s\n", total / secs / 1e6);
     printf("  write amplification:             %6.2f x\n", (double)(w1 - w0) / total);
+    printf("  peak RSS of this phase:          %6ld MiB\n", phase_peak_mib());
     CHECK_EQ(store_stats(j.s, &st), 0);
     CHECK_EQ(st.physical_bytes, total);
 
@@ -230,6 +259,7 @@ int main(int argc, char **argv)
     secs = now() - secs;
     CHECK_EQ(got, total);
     printf("read-back (store_read_file):       %6.0f MB/s\n", total / secs / 1e6);
+    printf("  peak RSS of this phase:          %6ld MiB\n", phase_peak_mib());
 
     /* Export to the Hugging Face cache layout on the same disk (sha256 checked while
      * writing, fsynced, renamed), then the files are removed again. */
@@ -256,6 +286,7 @@ int main(int argc, char **argv)
             printf("export to the HF cache:            %6.0f MB/s\n", total / secs / 1e6);
         else
             printf("export to the HF cache:            failed: %s\n", why);
+        printf("  peak RSS of this phase:          %6ld MiB\n", phase_peak_mib());
         snapshot_release(&snap);
         snprintf(cmd, sizeof(cmd), "rm -rf %s", cache);
         CHECK_EQ(system(cmd), 0);
