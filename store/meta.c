@@ -460,6 +460,7 @@ int store_evict(struct store *s, uint64_t need, uint64_t *freed)
     struct keep_ctx k = {0};
     struct victims vs = {0};
     struct store_stats before, after;
+    uint64_t short_by, freed_est = 0;
     size_t i;
     int r;
 
@@ -470,14 +471,36 @@ int store_evict(struct store *s, uint64_t need, uint64_t *freed)
         goto out;
     if (vs.n)
         qsort(vs.v, vs.n, sizeof(vs.v[0]), by_atime);
+    /* Remove until the quota is met and the chunks removed would cover what the disk
+     * lacks; then make the disk give the space back, and go on one file at a time
+     * while it still falls short (chunks shared with kept files free nothing). */
+    short_by = store__disk_short(s, need);
     r = store__space_ok(s, need);
     for (i = 0; i < vs.n && r < 0; i++) {
+        struct store_stats now;
         int e = store_remove_file(s, vs.v[i].id);
         if (e < 0 && e != -ENOENT) {
             r = e;
             break;
         }
         store__log(s, STORE_LOG_INFO, "evicted a file to make room");
+        e = store_stats(s, &now);
+        if (e < 0) {
+            r = e;
+            break;
+        }
+        freed_est = before.physical_bytes - now.physical_bytes;
+        if (s->quota && now.physical_bytes + need > s->quota)
+            continue;
+        if (short_by && freed_est < short_by)
+            continue;
+        if (short_by) {
+            e = store__reclaim(s);
+            if (e < 0) {
+                r = e;
+                break;
+            }
+        }
         r = store__space_ok(s, need);
     }
     if (store_stats(s, &after) == 0 && before.physical_bytes >= after.physical_bytes)

@@ -79,8 +79,12 @@ void store__file_put(struct store *s, rocksdb_writebatch_t *b, const struct stor
 
 /* Wall-clock time in nanoseconds since the epoch (access times). */
 uint64_t store__now_ns(void);
-/* Whether `bytes` more chunk data fit the quota and the disk reserve. */
+/* Whether `bytes` more chunk data fit the quota and the disk reserve (0 or -ENOSPC). */
 int store__space_ok(struct store *s, uint64_t bytes);
+/* How many bytes the disk lacks for `bytes` more plus the reserve (0: none). */
+uint64_t store__disk_short(struct store *s, uint64_t bytes);
+/* Gives the disk space of removed chunks back (flush, then compaction). */
+int store__reclaim(struct store *s);
 bool store__held(struct store *s, const uint8_t file[STORE_ID_LEN]);
 
 /* Walks the piece records of one file (file != NULL) or of all files, in key order;

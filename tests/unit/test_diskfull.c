@@ -1,7 +1,8 @@
 /* test_diskfull.c - the store on a full disk: a small tmpfs (root only).
  *
- * With a free-space reserve the store refuses writes before the disk fills (-ENOSPC)
- * and works again once room is made. Without one, RocksDB itself hits the full disk:
+ * With a free-space reserve the store evicts unused files before the disk fills, and
+ * refuses writes (-ENOSPC) when every file is in use, working again once they are
+ * released. Without one, RocksDB itself hits the full disk:
  * the write fails with -ENOSPC, and once space is freed the store reopens consistent,
  * keeps every complete file, and takes writes again.
  */
@@ -108,21 +109,37 @@ static void unballast(const char *dir)
     CHECK_EQ(unlink(path), 0);
 }
 
+/* Files in use cannot be evicted, so the reserve stops writes with -ENOSPC; once they
+ * are released, eviction makes room and writes go on, and the reserve still holds. */
 static void test_reserve(const char *dir)
 {
     struct store *s = open_at(dir, 24u << 20);
-    uint8_t id[10][32];
-    int i, r = 0;
+    struct statvfs v;
+    uint8_t id[12][32];
+    int i, held, r = 0;
 
+    /* A first file makes RocksDB settle its files (it preallocates the WAL and
+     * releases the room at the first flush); then the disk is filled. */
+    CHECK_EQ(put_file(s, 99, id[0]), 0);
+    CHECK_EQ(store_hold(s, id[0]), 0);
     ballast(mnt, 40u << 20);
-    for (i = 0; i < 10 && r == 0; i++)
+    for (i = 1; i < 10 && r == 0; i++) {
         r = put_file(s, 100 + i, id[i]);
+        if (r == 0)
+            CHECK_EQ(store_hold(s, id[i]), 0);
+    }
     CHECK_EQ(r, -ENOSPC);
-    CHECK(i > 1);
+    held = i - 1;
+    CHECK(held > 1);
+    check_clean(s);
+    for (i = 0; i < held; i++)
+        store_release(s, id[i]);
+    CHECK_EQ(put_file(s, 110, id[10]), 0);
+    CHECK_EQ(put_file(s, 111, id[11]), 0);
+    CHECK_EQ(statvfs(mnt, &v), 0);
+    CHECK((uint64_t)v.f_bavail * v.f_frsize >= (20u << 20));
     check_clean(s);
     unballast(mnt);
-    CHECK_EQ(put_file(s, 100 + i - 1, id[i - 1]), 0);
-    check_clean(s);
     store_close(s);
 }
 
@@ -133,6 +150,7 @@ static void test_raw_full(const char *dir)
     struct store_file info;
     int i, n, r = 0;
 
+    CHECK_EQ(put_file(s, 199, id[63]), 0); /* see test_reserve */
     ballast(mnt, 30u << 20);
     /* Each completion flushes, so the full disk shows up now, not at close. */
     for (i = 0; i < 64 && r == 0; i++)
