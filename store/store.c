@@ -567,6 +567,12 @@ int store_put_piece(struct store *s, const uint8_t file[static STORE_ID_LEN], ui
 
 again:
     pthread_mutex_lock(&s->mu);
+    /* Again under the lock: two writers of the same piece must not both count it. */
+    r = store_has_piece(s, file, index);
+    if (r != 0) {
+        r = r < 0 ? r : 0;
+        goto unlock;
+    }
     r = store__meta_get(s, (const uint8_t(*)[CHASH_LEN])ghash, g, lens, refs);
     if (r < 0)
         goto unlock;

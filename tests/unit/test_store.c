@@ -10,6 +10,7 @@
 #include "proto_limits.h"
 
 #include <errno.h>
+#include <pthread.h>
 #include <rocksdb/c.h>
 #include <signal.h>
 #include <stdlib.h>
@@ -902,6 +903,61 @@ static void test_import(void)
     free(d);
 }
 
+/* --- concurrent writers ------------------------------------------------------ */
+
+struct race {
+    struct store *s;
+    struct tfile *f;
+};
+
+static void *race_writer(void *arg)
+{
+    struct race *r = arg;
+    uint32_t i;
+
+    for (i = 0; i < r->f->n_pieces; i++)
+        CHECK_EQ(put_piece(r->s, r->f, i), 0);
+    return NULL;
+}
+
+/* Writers racing on the same pieces (two pulls of one file) count each piece once. */
+static void test_concurrent_writers(void)
+{
+    char *d = tmpdir();
+    size_t size = 3 * 1000000;
+    uint8_t *data = check_malloc(size);
+    struct store *s = open_store(d, 0);
+    struct store_stats st;
+    struct tfile f;
+    pthread_t t[4];
+    struct race r;
+    int round, i;
+
+    check_fill_splitmix(data, size, 55);
+    tfile_make(&f, data, size);
+    r.s = s;
+    r.f = &f;
+    for (round = 0; round < 5; round++) {
+        for (i = 0; i < 4; i++)
+            CHECK_EQ(pthread_create(&t[i], NULL, race_writer, &r), 0);
+        for (i = 0; i < 4; i++)
+            CHECK_EQ(pthread_join(t[i], NULL), 0);
+        CHECK_EQ(store_complete_file(s, f.id, f.size), 0);
+        CHECK_EQ(store_stats(s, &st), 0);
+        CHECK_EQ(st.logical_bytes, size);
+        CHECK_EQ(st.physical_bytes, size);
+        check_clean(s);
+        CHECK_EQ(store_remove_file(s, f.id), 0);
+        CHECK_EQ(store_stats(s, &st), 0);
+        CHECK_EQ(st.chunks, 0);
+    }
+    store_close(s);
+    tfile_free(&f);
+    free(data);
+    rmtree(d);
+    free(d);
+}
+
 /* --- kill -9 ---------------------------------------------------------------- */
 
 #define CRASH_FILES 6
@@ -1057,6 +1113,7 @@ int main(int argc, char **argv)
     RUN(test_eviction);
     RUN(test_gc);
     RUN(test_import);
+    RUN(test_concurrent_writers);
     RUN(test_kill9);
     return check_done();
 }
