@@ -412,9 +412,16 @@ static int place_file(struct store *s, const struct snapshot_file *f, int dirfd,
     struct writer w = {.fd = -1, .size = f->size};
     uint8_t digest[SHA256_LEN];
     char tmp[NAME_MAX + 1];
-    bool made = false;
+    bool made = false, held = false;
     int r;
 
+    /* Held while it is read, so that eviction cannot take it from under the export. */
+    r = store_hold(s, f->sha256);
+    if (r < 0) {
+        set_why(why, why_len, "%s: out of memory", f->path);
+        goto out;
+    }
+    held = true;
     r = check_in_store(s, f, why, why_len);
     if (r < 0)
         goto out;
@@ -469,11 +476,15 @@ static int place_file(struct store *s, const struct snapshot_file *f, int dirfd,
     }
     made = false;
     *bytes = w.done;
+    /* Exported counts as used: eviction goes least recently used first. */
+    (void)store_touch(s, f->sha256);
 out:
     sha256_release(&w.sha);
     close_fd(&w.fd);
     if (made)
         unlinkat(dirfd, tmp, 0);
+    if (held)
+        store_release(s, f->sha256);
     return r;
 }
 
