@@ -653,6 +653,59 @@ int store_has_chunks(struct store *s, const uint8_t (*hashes)[CHASH_LEN], size_t
     return r;
 }
 
+int store_get_chunks(struct store *s, const uint8_t (*hashes)[CHASH_LEN], size_t n,
+                     store_chunk_cb cb, void *arg)
+{
+    uint8_t (*keys)[1 + CHASH_LEN] = NULL;
+    const char **kp = NULL;
+    size_t *ks = NULL, i, vlen;
+    rocksdb_pinnableslice_t **vals = NULL;
+    char **errs = NULL;
+    const char *p;
+    int r = 0;
+
+    if (n > PROTO_CHUNKS_PER_PIECE)
+        return -EINVAL;
+    if (n == 0)
+        return 0;
+    keys = calloc(n, sizeof(*keys));
+    kp = calloc(n, sizeof(*kp));
+    ks = calloc(n, sizeof(*ks));
+    vals = calloc(n, sizeof(*vals));
+    errs = calloc(n, sizeof(*errs));
+    if (!keys || !kp || !ks || !vals || !errs) {
+        r = -ENOMEM;
+        goto out;
+    }
+    for (i = 0; i < n; i++) {
+        store__chunk_key(keys[i], KEY_CHUNK, hashes[i]);
+        kp[i] = (const char *)keys[i];
+        ks[i] = sizeof(keys[i]);
+    }
+    rocksdb_batched_multi_get_cf(s->db, s->ro, s->cf[CF_CHUNKS], n, kp, ks, vals, errs, false);
+    for (i = 0; i < n; i++) {
+        if (errs[i]) {
+            int e = store__err(s, errs[i], "batched chunk read");
+            r = r ? r : e;
+        }
+    }
+    for (i = 0; i < n && r == 0; i++) {
+        p = vals[i] ? rocksdb_pinnableslice_value(vals[i], &vlen) : NULL;
+        r = cb(arg, i, (const uint8_t *)p, p ? vlen : 0);
+    }
+out:
+    for (i = 0; vals && i < n; i++) {
+        if (vals[i])
+            rocksdb_pinnableslice_destroy(vals[i]);
+    }
+    free(keys);
+    free(kp);
+    free(ks);
+    free(vals);
+    free(errs);
+    return r;
+}
+
 int store_get_chunk(struct store *s, const uint8_t hash[static CHASH_LEN], uint8_t *buf,
                     size_t cap, uint32_t *len)
 {

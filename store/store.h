@@ -81,6 +81,14 @@ int store_has_piece(struct store *s, const uint8_t file[static STORE_ID_LEN], ui
  * reading no chunk bytes). */
 int store_has_chunks(struct store *s, const uint8_t (*hashes)[CHASH_LEN], size_t n, bool *have);
 
+/* Reads n chunks in one batched lookup and hands each to cb in the order asked, with
+ * no copy: data (NULL and len 0 for a chunk the store lacks) is valid only during the
+ * call. n <= PROTO_CHUNKS_PER_PIECE. A non-zero return from cb stops and is returned.
+ * Errors: -EINVAL (n too large), SHOAL_ESTORE, -ENOMEM. */
+typedef int (*store_chunk_cb)(void *arg, size_t i, const uint8_t *data, size_t len);
+int store_get_chunks(struct store *s, const uint8_t (*hashes)[CHASH_LEN], size_t n,
+                     store_chunk_cb cb, void *arg);
+
 /* Copies chunk `hash` into buf (cap bytes) and sets *len.
  * Errors: -ENOENT, -ENOBUFS (cap too small; *len set to the size needed). */
 int store_get_chunk(struct store *s, const uint8_t hash[static CHASH_LEN], uint8_t *buf,

@@ -228,6 +228,29 @@ static void test_open_and_schema(void)
     free(d);
 }
 
+struct batch_ctx {
+    const struct hasher_piece *piece;
+    const uint8_t *data; /* the piece's bytes */
+    uint64_t off;
+    uint32_t seen;
+};
+
+static int on_batch(void *arg, size_t i, const uint8_t *data, size_t len)
+{
+    struct batch_ctx *c = arg;
+
+    CHECK_EQ(i, c->seen);
+    c->seen++;
+    if (i == c->piece->n_chunks) {
+        CHECK(data == NULL && len == 0); /* the unknown hash */
+        return 0;
+    }
+    CHECK_EQ(len, c->piece->chunks[i].len);
+    CHECK_MEM(data, c->data + c->off, len);
+    c->off += len;
+    return 0;
+}
+
 static void test_file_roundtrip_and_dedup(void)
 {
     char *d = tmpdir();
@@ -301,6 +324,21 @@ static void test_file_roundtrip_and_dedup(void)
     memset(hashes[3], 7, 32);
     CHECK_EQ(store_has_chunks(s, (const uint8_t(*)[32])hashes, 4, have), 0);
     CHECK(!have[0] && have[1] && have[2] && !have[3]);
+
+    /* A batched read of b's chunks, one unknown hash among them. */
+    {
+        const struct hasher_piece *p1 = fb.pieces[1];
+        uint8_t (*hs)[32] = check_malloc((p1->n_chunks + 1) * 32);
+        struct batch_ctx bc = {.piece = p1, .data = b + PROTO_PIECE_LEN};
+        uint32_t k;
+        for (k = 0; k < p1->n_chunks; k++)
+            memcpy(hs[k], p1->chunks[k].hash, 32);
+        memset(hs[p1->n_chunks], 9, 32);
+        CHECK_EQ(store_get_chunks(s, (const uint8_t(*)[32])hs, p1->n_chunks + 1, on_batch, &bc),
+                 0);
+        CHECK_EQ(bc.seen, p1->n_chunks + 1);
+        free(hs);
+    }
 
     /* Survives a reopen. */
     store_close(s);
