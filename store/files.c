@@ -312,31 +312,22 @@ static int list_piece(void *arg, const uint8_t *file, uint32_t index, const char
 }
 
 /* Complete empty files have no pieces: the piece walk cannot see them. */
-static int list_empty_files(struct store *s, store_file_cb cb, void *arg)
-{
-    rocksdb_readoptions_t *ro = rocksdb_readoptions_create();
-    rocksdb_iterator_t *it = rocksdb_create_iterator_cf(s->db, ro, s->cf[CF_FILES]);
-    char *err = NULL;
-    size_t klen;
-    int r = 0;
+struct empty_ctx {
+    struct store *s;
+    store_file_cb cb;
+    void *arg;
+};
 
-    for (rocksdb_iter_seek_to_first(it); rocksdb_iter_valid(it) && r == 0;
-         rocksdb_iter_next(it)) {
-        const char *k = rocksdb_iter_key(it, &klen);
-        struct store_file f = {0};
-        if (klen != STORE_ID_LEN || store__file_get(s, (const uint8_t *)k, &f) < 0 ||
-            !f.complete || f.size != 0)
-            continue;
-        memcpy(f.id, k, STORE_ID_LEN);
-        r = cb(arg, &f);
-    }
-    if (r == 0) {
-        rocksdb_iter_get_error(it, &err);
-        r = store__err(s, err, "iterating files");
-    }
-    rocksdb_iter_destroy(it);
-    rocksdb_readoptions_destroy(ro);
-    return r;
+static int on_file_record(void *arg, const char *k, size_t klen, const char *v, size_t vlen)
+{
+    struct empty_ctx *c = arg;
+    struct store_file f = {0};
+
+    if (klen != STORE_ID_LEN || store__file_get(c->s, (const uint8_t *)k, &f) < 0 ||
+        !f.complete || f.size != 0)
+        return 0;
+    memcpy(f.id, k, STORE_ID_LEN);
+    return c->cb(c->arg, &f);
 }
 
 int store_list_files(struct store *s, store_file_cb cb, void *arg)
@@ -348,7 +339,7 @@ int store_list_files(struct store *s, store_file_cb cb, void *arg)
     if (r == 0)
         r = list_flush(&c);
     if (r == 0)
-        r = list_empty_files(s, cb, arg);
+        r = store__cf_walk(s, CF_FILES, on_file_record, &(struct empty_ctx){s, cb, arg});
     return r;
 }
 

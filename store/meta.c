@@ -39,6 +39,14 @@ static int put_or_delete(struct store *s, int cf, const char *key, size_t klen, 
 
 /* --- snapshots ------------------------------------------------------------- */
 
+/* The key of repo@commit: -EINVAL unless both are valid names. */
+static int snap_name_key(char key[NAME_KEY_MAX], const char *repo, const char *commit)
+{
+    if (!snapshot_commit_ok(commit))
+        return -EINVAL;
+    return name_key(key, repo, commit);
+}
+
 int store_put_snapshot(struct store *s, const struct snapshot *snap)
 {
     char key[NAME_KEY_MAX];
@@ -46,9 +54,7 @@ int store_put_snapshot(struct store *s, const struct snapshot *snap)
     size_t len;
     int k, r;
 
-    if (!snapshot_commit_ok(snap->commit))
-        return -EINVAL;
-    k = name_key(key, snap->repo, snap->commit);
+    k = snap_name_key(key, snap->repo, snap->commit);
     if (k < 0)
         return k;
     r = snapshot_encode(snap, &enc, &len);
@@ -66,9 +72,7 @@ int store_get_snapshot(struct store *s, const char *repo, const char *commit,
     size_t vlen;
     int k, r;
 
-    if (!snapshot_commit_ok(commit))
-        return -EINVAL;
-    k = name_key(key, repo, commit);
+    k = snap_name_key(key, repo, commit);
     if (k < 0)
         return k;
     r = store__get(s, CF_SNAPSHOTS, key, (size_t)k, &val, &vlen);
@@ -79,33 +83,6 @@ int store_get_snapshot(struct store *s, const char *repo, const char *commit,
     if (r < 0)
         store__log(s, STORE_LOG_ERROR, "stored snapshot %s does not decode: %s", key,
                    shoal_strerror(r));
-    return r;
-}
-
-/* Iterates a whole column family; cb gets key and value. */
-static int cf_walk(struct store *s, int cf, int (*cb)(void *, const char *, size_t,
-                                                      const char *, size_t),
-                   void *arg)
-{
-    rocksdb_readoptions_t *ro = rocksdb_readoptions_create();
-    rocksdb_iterator_t *it = rocksdb_create_iterator_cf(s->db, ro, s->cf[cf]);
-    const char *k, *v;
-    size_t klen, vlen;
-    char *err = NULL;
-    int r = 0;
-
-    for (rocksdb_iter_seek_to_first(it); rocksdb_iter_valid(it) && r == 0;
-         rocksdb_iter_next(it)) {
-        k = rocksdb_iter_key(it, &klen);
-        v = rocksdb_iter_value(it, &vlen);
-        r = cb(arg, k, klen, v, vlen);
-    }
-    if (r == 0) {
-        rocksdb_iter_get_error(it, &err);
-        r = store__err(s, err, "iterating metadata");
-    }
-    rocksdb_iter_destroy(it);
-    rocksdb_readoptions_destroy(ro);
     return r;
 }
 
@@ -146,7 +123,7 @@ int store_list_snapshots(struct store *s, store_snapshot_cb cb, void *arg)
 {
     struct snap_walk w = {.s = s, .cb = cb, .arg = arg};
 
-    return cf_walk(s, CF_SNAPSHOTS, on_snapshot, &w);
+    return store__cf_walk(s, CF_SNAPSHOTS, on_snapshot, &w);
 }
 
 struct ref_drop {
@@ -175,9 +152,7 @@ static int snapshot_key(struct store *s, const char *repo, const char *commit,
     size_t vlen;
     int k, r;
 
-    if (!snapshot_commit_ok(commit))
-        return -EINVAL;
-    k = name_key(key, repo, commit);
+    k = snap_name_key(key, repo, commit);
     if (k < 0)
         return k;
     r = store__get(s, CF_SNAPSHOTS, key, (size_t)k, &val, &vlen);
@@ -198,7 +173,7 @@ int store_remove_snapshot(struct store *s, const char *repo, const char *commit)
         return k;
     r = put_or_delete(s, CF_PINS, key, (size_t)k, NULL, 0, true);
     if (r == 0)
-        r = cf_walk(s, CF_REFS, on_ref_drop, &d);
+        r = store__cf_walk(s, CF_REFS, on_ref_drop, &d);
     if (r == 0)
         r = put_or_delete(s, CF_SNAPSHOTS, key, (size_t)k, NULL, 0, true);
     return r;

@@ -734,3 +734,27 @@ int store_get_chunk(struct store *s, const uint8_t hash[static CHASH_LEN], uint8
     rocksdb_pinnableslice_destroy(v);
     return r;
 }
+
+int store__cf_walk(struct store *s, int cf, store__kv_cb cb, void *arg)
+{
+    rocksdb_readoptions_t *ro = rocksdb_readoptions_create();
+    rocksdb_iterator_t *it = rocksdb_create_iterator_cf(s->db, ro, s->cf[cf]);
+    const char *k, *v;
+    size_t klen, vlen;
+    char *err = NULL;
+    int r = 0;
+
+    for (rocksdb_iter_seek_to_first(it); rocksdb_iter_valid(it) && r == 0;
+         rocksdb_iter_next(it)) {
+        k = rocksdb_iter_key(it, &klen);
+        v = rocksdb_iter_value(it, &vlen);
+        r = cb(arg, k, klen, v, vlen);
+    }
+    if (r == 0) {
+        rocksdb_iter_get_error(it, &err);
+        r = store__err(s, err, "iterating records");
+    }
+    rocksdb_iter_destroy(it);
+    rocksdb_readoptions_destroy(ro);
+    return r;
+}

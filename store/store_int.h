@@ -87,6 +87,12 @@ uint64_t store__disk_short(struct store *s, uint64_t bytes);
 int store__reclaim(struct store *s);
 bool store__held(struct store *s, const uint8_t file[STORE_ID_LEN]);
 
+/* Walks a whole (small) column family in key order; a non-zero return from cb stops
+ * the walk and is returned. */
+typedef int (*store__kv_cb)(void *arg, const char *key, size_t klen, const char *val,
+                            size_t vlen);
+int store__cf_walk(struct store *s, int cf, store__kv_cb cb, void *arg);
+
 /* Walks the piece records of one file (file != NULL) or of all files, in key order;
  * val is NULL unless `values`. A non-zero return from cb stops the walk. */
 typedef int (*store__piece_walk_cb)(void *arg, const uint8_t *file, uint32_t index,
