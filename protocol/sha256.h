@@ -28,4 +28,10 @@ void sha256_release(struct sha256 *s);
 /* One-shot. Errors: -ENOMEM. */
 int sha256_digest(const void *data, size_t len, uint8_t out[static SHA256_LEN]);
 
+/* The git blob id of data: SHA-1 of "blob <len>\0" followed by the bytes. It is the
+ * Hub's ETag for files not stored in LFS, so the node can check what it fetched.
+ * Errors: -ENOMEM. */
+#define GIT_OID_LEN 20
+int git_blob_oid(const void *data, size_t len, uint8_t out[static GIT_OID_LEN]);
+
 #endif

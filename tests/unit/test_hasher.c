@@ -270,6 +270,21 @@ static void test_insertion_dedup(void)
     free(e);
 }
 
+/* Git's blob ids: the Hub's ETag of non-LFS files. Values from `git hash-object`. */
+static void test_git_blob_oid(void)
+{
+    static const uint8_t empty[20] = {0xe6, 0x9d, 0xe2, 0x9b, 0xb2, 0xd1, 0xd6, 0x43, 0x4b, 0x8b,
+                                      0x29, 0xae, 0x77, 0x5a, 0xd8, 0xc2, 0xe4, 0x8c, 0x53, 0x91};
+    static const uint8_t hello[20] = {0x3b, 0x18, 0xe5, 0x12, 0xdb, 0xa7, 0x9e, 0x4c, 0x83, 0x00,
+                                      0xdd, 0x08, 0xae, 0xb3, 0x7f, 0x8e, 0x72, 0x8b, 0x8d, 0xad};
+    uint8_t out[GIT_OID_LEN];
+
+    CHECK_EQ(git_blob_oid("", 0, out), 0);
+    CHECK_MEM(out, empty, 20);
+    CHECK_EQ(git_blob_oid("hello world\n", 12, out), 0);
+    CHECK_MEM(out, hello, 20);
+}
+
 int main(void)
 {
     RUN(test_small_files);
@@ -277,5 +292,6 @@ int main(void)
     RUN(test_multi_piece);
     RUN(test_empty_and_errors);
     RUN(test_insertion_dedup);
+    RUN(test_git_blob_oid);
     return check_done();
 }
