@@ -867,3 +867,131 @@ out:
         *out = st;
     return r;
 }
+
+/* --- streamed blobs ------------------------------------------------------------ */
+
+struct export_stream {
+    int blobs;                  /* the blobs/ folder */
+    int fd;
+    char tmp[NAME_MAX + 1];
+    char etag[SNAPSHOT_ETAG_MAX + 1];
+    char path[64];              /* the start of the file's path, for messages */
+    uint64_t size, done, synced;
+};
+
+#define WRITEBACK_STEP (8u << 20)
+
+int export_stream_open(const char *cache_dir, const char *repo, const struct snapshot_file *f,
+                       struct export_stream **out, char *why, size_t why_len)
+{
+    char folder[SNAPSHOT_REPO_MAX + 8];
+    int root = -1, dir = -1, r;
+    struct export_stream *x;
+    struct stat st;
+
+    *out = NULL;
+    if (!snapshot_etag_ok(f->etag) || !snapshot_path_ok(f->path)) {
+        set_why(why, why_len, "invalid file name or etag");
+        return -EINVAL;
+    }
+    r = snapshot_repo_folder(repo, folder, sizeof(folder));
+    if (r < 0) {
+        set_why(why, why_len, "%s: no cache folder name for this repo", repo);
+        return r;
+    }
+    x = calloc(1, sizeof(*x));
+    if (!x)
+        return -ENOMEM;
+    x->blobs = x->fd = -1;
+    r = open_root(cache_dir, &root);
+    if (r < 0) {
+        set_why(why, why_len, "cache directory: %s", strerror(-r));
+        goto fail;
+    }
+    r = open_dir_below(root, folder, strlen(folder), true, &dir, folder, why, why_len);
+    if (r == 0)
+        r = open_dir_below(dir, "blobs", 5, true, &x->blobs, folder, why, why_len);
+    if (r < 0)
+        goto fail;
+    if (fstatat(x->blobs, f->etag, &st, AT_SYMLINK_NOFOLLOW) == 0 && S_ISREG(st.st_mode) &&
+        (uint64_t)st.st_size == f->size) {
+        r = 0; /* already there: nothing to stream */
+        goto fail;
+    }
+    r = tmp_create(x->blobs, f->etag, x->tmp, &x->fd);
+    if (r < 0) {
+        set_why(why, why_len, "%s: cannot create a temporary file: %s", f->path, strerror(-r));
+        goto fail;
+    }
+    snprintf(x->etag, sizeof(x->etag), "%s", f->etag);
+    snprintf(x->path, sizeof(x->path), "%s", f->path);
+    x->size = f->size;
+    *out = x;
+    x = NULL;
+fail:
+    close_fd(&dir);
+    close_fd(&root);
+    if (x) {
+        close_fd(&x->blobs);
+        free(x);
+    }
+    return r;
+}
+
+int export_stream_write(struct export_stream *x, const void *data, size_t len)
+{
+    int r;
+
+    if (len > x->size - x->done)
+        return -EFBIG;
+    r = write_all(x->fd, data, len);
+    if (r < 0)
+        return r;
+    x->done += len;
+    /* Start writing back what is complete; the commit's fsync then waits for little. */
+    if (x->done - x->synced >= WRITEBACK_STEP) {
+        (void)sync_file_range(x->fd, (off_t)x->synced, (off_t)(x->done - x->synced),
+                              SYNC_FILE_RANGE_WRITE);
+        x->synced = x->done;
+    }
+    return 0;
+}
+
+void export_stream_abort(struct export_stream *x)
+{
+    if (!x)
+        return;
+    close_fd(&x->fd);
+    if (x->tmp[0])
+        unlinkat(x->blobs, x->tmp, 0);
+    close_fd(&x->blobs);
+    free(x);
+}
+
+int export_stream_commit(struct export_stream *x, char *why, size_t why_len)
+{
+    int r = 0;
+
+    if (x->done != x->size) {
+        set_why(why, why_len, "%s: %llu of %llu bytes written", x->path,
+                (unsigned long long)x->done, (unsigned long long)x->size);
+        export_stream_abort(x);
+        return -EIO;
+    }
+    /* Durable before it gets its final name, as place_file does. */
+    if (fsync(x->fd) < 0)
+        r = -errno;
+    if (close(x->fd) < 0 && r == 0)
+        r = -errno;
+    x->fd = -1;
+    if (r == 0 && renameat(x->blobs, x->tmp, x->blobs, x->etag) < 0)
+        r = -errno;
+    if (r < 0) {
+        set_why(why, why_len, "%s: writing blobs/%s: %s", x->path, x->etag, strerror(-r));
+        export_stream_abort(x);
+        return r;
+    }
+    x->tmp[0] = '\0';
+    export_stream_abort(x); /* frees; nothing left to remove */
+    return 0;
+}

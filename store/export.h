@@ -55,4 +55,28 @@ int export_local_dir(struct store *s, const struct snapshot *snap, const char *d
                      export_progress_cb cb, void *arg, struct export_stats *out, char *why,
                      size_t why_len);
 
+/* --- streamed blobs ----------------------------------------------------------------
+ *
+ * A pull writes each file's blob while its pieces arrive, so that exporting costs no
+ * second pass over the bytes: export_stream_open creates the temporary file in the
+ * cache's blobs/ folder, export_stream_write appends in order (and starts the disk
+ * writeback at once, so the final fsync has little left to do), export_stream_commit
+ * fsyncs and renames it to blobs/<etag>, once the caller has checked the sha256 of
+ * exactly the bytes it wrote. export_hf_cache then finds the blob in place and only
+ * adds the snapshot links and the ref. export_stream_abort removes the temporary file.
+ *
+ * Threads: one stream is used by one thread at a time; blocking file I/O.
+ * Errors: as above; `why` names the file. */
+struct export_stream;
+
+/* *out is NULL (and 0 returned) when blobs/<etag> is already there with f->size bytes:
+ * nothing to write. */
+int export_stream_open(const char *cache_dir, const char *repo, const struct snapshot_file *f,
+                       struct export_stream **out, char *why, size_t why_len);
+/* Errors: -EFBIG (more bytes than f->size), -errno. */
+int export_stream_write(struct export_stream *x, const void *data, size_t len);
+/* Frees x whatever happens. Errors: -EIO (fewer bytes written than f->size), -errno. */
+int export_stream_commit(struct export_stream *x, char *why, size_t why_len);
+void export_stream_abort(struct export_stream *x);
+
 #endif

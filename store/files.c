@@ -148,39 +148,62 @@ int store_get_manifest(struct store *s, const uint8_t file[static STORE_ID_LEN],
     return r;
 }
 
-int store_read_file(struct store *s, const uint8_t file[static STORE_ID_LEN], store_read_cb cb,
-                    void *arg)
+/* One chunk by hash, handed to cb without a copy; -ENOENT if the store lacks it. */
+static int read_chunk(struct store *s, const uint8_t hash[CHASH_LEN], uint32_t len,
+                      store_read_cb cb, void *arg)
 {
-    struct manifest m;
     uint8_t key[1 + CHASH_LEN];
     rocksdb_pinnableslice_t *v;
     const char *p;
     char *err = NULL;
     size_t vlen;
+    int r;
+
+    store__chunk_key(key, KEY_CHUNK, hash);
+    v = rocksdb_get_pinned_cf(s->db, s->ro, s->cf[CF_CHUNKS], (const char *)key, sizeof(key),
+                              &err);
+    if (err)
+        return store__err(s, err, "chunk read");
+    if (!v)
+        return -ENOENT;
+    p = rocksdb_pinnableslice_value(v, &vlen);
+    r = vlen == len ? cb(arg, (const uint8_t *)p, vlen) : SHOAL_EHASH;
+    rocksdb_pinnableslice_destroy(v);
+    return r;
+}
+
+int store_read_file(struct store *s, const uint8_t file[static STORE_ID_LEN], store_read_cb cb,
+                    void *arg)
+{
+    struct manifest m;
     uint64_t k;
     int r;
 
     r = store_get_manifest(s, file, &m);
     if (r < 0)
         return r;
-    for (k = 0; k < m.n_chunks && r == 0; k++) {
-        store__chunk_key(key, KEY_CHUNK, m.chunks[k].hash);
-        v = rocksdb_get_pinned_cf(s->db, s->ro, s->cf[CF_CHUNKS], (const char *)key,
-                                  sizeof(key), &err);
-        if (err) {
-            r = store__err(s, err, "chunk read");
-            break;
-        }
-        if (!v) {
-            store__log(s, STORE_LOG_ERROR, "a chunk of a complete file is missing");
-            r = -ENOENT;
-            break;
-        }
-        p = rocksdb_pinnableslice_value(v, &vlen);
-        r = vlen == m.chunks[k].len ? cb(arg, (const uint8_t *)p, vlen) : SHOAL_EHASH;
-        rocksdb_pinnableslice_destroy(v);
-    }
+    for (k = 0; k < m.n_chunks && r == 0; k++)
+        r = read_chunk(s, m.chunks[k].hash, m.chunks[k].len, cb, arg);
+    if (r == -ENOENT)
+        store__log(s, STORE_LOG_ERROR, "a chunk of a complete file is missing");
     manifest_release(&m);
+    return r;
+}
+
+int store_read_piece(struct store *s, const uint8_t file[static STORE_ID_LEN], uint32_t index,
+                     store_read_cb cb, void *arg)
+{
+    struct manifest_piece p;
+    struct chash_leaf *chunks;
+    uint32_t k;
+    int r;
+
+    r = piece_get(s, file, index, &p, &chunks);
+    if (r < 0)
+        return r;
+    for (k = 0; k < p.n_chunks && r == 0; k++)
+        r = read_chunk(s, chunks[k].hash, chunks[k].len, cb, arg);
+    free(chunks);
     return r;
 }
 

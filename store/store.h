@@ -123,6 +123,12 @@ typedef int (*store_read_cb)(void *arg, const uint8_t *data, size_t len);
 int store_read_file(struct store *s, const uint8_t file[static STORE_ID_LEN], store_read_cb cb,
                     void *arg);
 
+/* Streams the bytes of stored piece `index` of `file` (complete or not) in order, one
+ * chunk per call, without copies, as store_read_file does. Errors: -ENOENT (the piece
+ * or one of its chunks is not stored), SHOAL_EFORMAT, SHOAL_ESTORE. */
+int store_read_piece(struct store *s, const uint8_t file[static STORE_ID_LEN], uint32_t index,
+                     store_read_cb cb, void *arg);
+
 /* What the store holds of `file`: -ENOENT if no piece of it is stored. */
 int store_file_info(struct store *s, const uint8_t file[static STORE_ID_LEN],
                     struct store_file *out);

@@ -786,6 +786,70 @@ static void test_damaged(void)
     free(bad);
 }
 
+/* --- streamed blobs ---------------------------------------------------------- */
+
+static void test_stream(void)
+{
+    struct snapshot snap;
+    struct snapshot_file sf;
+    struct export_stream *x;
+    struct export_stats st;
+    const struct tfile *f = &files[2]; /* the multi-piece file */
+    char why[512], *cache = pathf("%s/stream-cache", base), *blob;
+    size_t len, half = PROTO_PIECE_LEN / 2;
+    uint8_t *back;
+
+    make_snapshot(&snap);
+    sf = *snapshot_find(&snap, f->path);
+    blob = pathf("%s/" FOLDER "/blobs/%s", cache, f->etag);
+
+    /* Aborted: no blob, no temporary file left. */
+    CHECK_EQ(export_stream_open(cache, REPO, &sf, &x, why, sizeof(why)), 0);
+    CHECK(x != NULL);
+    CHECK_EQ(export_stream_write(x, f->data, half), 0);
+    CHECK_EQ(count_below(cache, ".incomplete"), 1);
+    export_stream_abort(x);
+    CHECK(access(blob, F_OK) < 0);
+    CHECK_EQ(count_below(cache, ".incomplete"), 0);
+
+    /* Too few bytes: refused at commit, nothing under the final name. */
+    CHECK_EQ(export_stream_open(cache, REPO, &sf, &x, why, sizeof(why)), 0);
+    CHECK_EQ(export_stream_write(x, f->data, half), 0);
+    CHECK_EQ(export_stream_commit(x, why, sizeof(why)), -EIO);
+    CHECK(strstr(why, f->path) != NULL);
+    CHECK(access(blob, F_OK) < 0);
+
+    /* Too many: refused at the write. */
+    CHECK_EQ(export_stream_open(cache, REPO, &sf, &x, why, sizeof(why)), 0);
+    CHECK_EQ(export_stream_write(x, f->data, f->size), 0);
+    CHECK_EQ(export_stream_write(x, f->data, 1), -EFBIG);
+    export_stream_abort(x);
+
+    /* In pieces of odd sizes, committed: the blob holds the bytes, and the export
+     * then keeps it and only adds links. */
+    CHECK_EQ(export_stream_open(cache, REPO, &sf, &x, why, sizeof(why)), 0);
+    for (size_t off = 0; off < f->size; off += 3000001) {
+        size_t n = f->size - off < 3000001 ? f->size - off : 3000001;
+        CHECK_EQ(export_stream_write(x, f->data + off, n), 0);
+    }
+    CHECK_EQ(export_stream_commit(x, why, sizeof(why)), 0);
+    back = slurp(blob, &len);
+    CHECK_EQ(len, f->size);
+    CHECK_MEM(back, f->data, f->size);
+    free(back);
+    CHECK_EQ(count_below(cache, ".incomplete"), 0);
+    /* Present with the right size: nothing to stream. */
+    CHECK_EQ(export_stream_open(cache, REPO, &sf, &x, why, sizeof(why)), 0);
+    CHECK(x == NULL);
+    CHECK_EQ(do_cache(&snap, cache, "main", &st, why, sizeof(why)), 0);
+    CHECK_EQ(st.files_kept, 2); /* this blob, and copy.bin sharing weights.bin's */
+    run_checker(cache, "main");
+
+    free(blob);
+    free(cache);
+    snapshot_release(&snap);
+}
+
 int main(void)
 {
     setup();
@@ -795,6 +859,7 @@ int main(void)
     RUN(test_planted_links);
     RUN(test_incomplete);
     RUN(test_damaged);
+    RUN(test_stream);
     teardown();
     return check_done();
 }

@@ -251,6 +251,30 @@ static int on_batch(void *arg, size_t i, const uint8_t *data, size_t len)
     return 0;
 }
 
+/* Reads piece i of an incomplete or complete file back and compares the bytes. */
+struct piece_cursor {
+    const uint8_t *want;
+    size_t off;
+};
+
+static int piece_cmp(void *arg, const uint8_t *data, size_t len)
+{
+    struct piece_cursor *c = arg;
+
+    if (memcmp(c->want + c->off, data, len) != 0)
+        return -EILSEQ;
+    c->off += len;
+    return 0;
+}
+
+static void check_piece_bytes(struct store *s, const struct tfile *f, uint32_t i)
+{
+    struct piece_cursor c = {.want = f->data + f->pieces[i]->offset};
+
+    CHECK_EQ(store_read_piece(s, f->id, i, piece_cmp, &c), 0);
+    CHECK_EQ(c.off, f->pieces[i]->len);
+}
+
 static void test_file_roundtrip_and_dedup(void)
 {
     char *d = tmpdir();
@@ -275,6 +299,8 @@ static void test_file_roundtrip_and_dedup(void)
     CHECK_EQ(store_has_piece(s, fa.id, 0), 0);
     CHECK_EQ(put_piece(s, &fa, 0), 0);
     CHECK_EQ(store_has_piece(s, fa.id, 0), 1);
+    check_piece_bytes(s, &fa, 0);
+    CHECK_EQ(store_read_piece(s, fa.id, 1, piece_cmp, &(struct piece_cursor){0}), -ENOENT);
     CHECK_EQ(store_file_info(s, fa.id, &info), 0);
     CHECK(!info.complete);
     CHECK_EQ(info.pieces, 1);
@@ -287,6 +313,7 @@ static void test_file_roundtrip_and_dedup(void)
     CHECK(info.complete);
     CHECK_EQ(info.size, fa.size);
     read_back(s, &fa);
+    check_piece_bytes(s, &fa, 1);
 
     CHECK_EQ(store_stats(s, &st), 0);
     CHECK_EQ(st.logical_bytes, size_a);
