@@ -7,6 +7,7 @@ packages=(
     cmake make gcc pkg-config            # build
     libsodium-dev libuv1-dev libcurl4-openssl-dev libmsgpack-dev librocksdb-dev
     libssl-dev libjansson-dev            # libraries (OpenSSL for sha256, jansson for JSON)
+    libhttp-parser-dev                   # the node's HTTP server (no pkg-config file)
     b3sum python3                        # tests: BLAKE3 cross-checks, test scripts
 )
 

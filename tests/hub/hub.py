@@ -76,7 +76,7 @@ Test endpoints (either port, never counted nor faulted):
     GET|POST /_test/faults    read / replace the fault list (body: [..] or
                           {"faults": [..], "append": true})
     GET|POST /_test/config    read / update {"resolve_cache_redirect", "tree_page_limit",
-                          "cdn_url_ttl", "rate_limits"}
+                          "cdn_url_ttl", "rate_limits", "ignore_range"}
 
 Faults (JSON list; each applies to the next "count" matching requests, default 1):
     {"type": "429", "retry_after": 1}           429 + Retry-After + RateLimit r=0
@@ -522,6 +522,8 @@ class State:
             # Page size of the tree listing; the Hub's default is not in the spec (guess).
             "tree_page_limit": 1000,
             "cdn_url_ttl": 3600,
+            # Answer every Range with 200 and the whole body, as a gzipping CDN may (spec 1.6).
+            "ignore_range": False,
             "rate_limits": dict(rate_limits or DEFAULT_RATE_LIMITS),
         }
         self.reset()
@@ -876,6 +878,8 @@ class Handler(http.server.BaseHTTPRequestHandler):
         """Serves a file (opener() -> binary file object positioned at 0) honouring Range;
         body faults apply here."""
         r = parse_range(self.headers.get("Range"), size)
+        if self.state.config["ignore_range"]:
+            r = None
         if r == "unsatisfiable":
             return self._reply(416, b"Requested Range Not Satisfiable",
                                list(headers) + [("Content-Range", "bytes */%d" % size),
@@ -1387,6 +1391,7 @@ def parse_rate_limits(s):
 
 
 def main(argv=None):
+    global HOST
     ap = argparse.ArgumentParser(description="Shoal test hub (HF Hub test double)")
     ap.add_argument("--root", required=True)
     ap.add_argument("--port", type=int, default=0)
@@ -1399,7 +1404,11 @@ def main(argv=None):
     ap.add_argument("--max-lifetime", type=float, default=0,
                     help="exit after this many seconds (0 = run until killed)")
     ap.add_argument("--verbose", action="store_true")
+    ap.add_argument("--host", default=HOST,
+                    help="address to bind (default 127.0.0.1; benchmarks use a network "
+                         "namespace address in 198.18.0.0/15)")
     a = ap.parse_args(argv)
+    HOST = a.host
     if not os.path.isdir(a.root):
         ap.error("--root %s is not a directory" % a.root)
     try:

@@ -201,7 +201,7 @@ class HubTest(unittest.TestCase):
     def setUp(self):
         self.assertEqual(control("/_test/faults", [])[0], 200)
         self.assertEqual(control("/_test/config", {"resolve_cache_redirect": False, "tree_page_limit": 1000,
-                                                   "cdn_url_ttl": 3600})[0], 200)
+                                                   "cdn_url_ttl": 3600, "ignore_range": False})[0], 200)
         self.assertEqual(control("/_test/reset", {})[0], 200)
 
     def assertError(self, resp, status, code, message=None):
@@ -604,6 +604,15 @@ class TestRange(HubTest):
         self.check(path, "bytes=0-1,5-6", 200, d)  # multi-range: ignored
         st, h, data = request("HEAD", path, {"Range": "bytes=0-9"})
         self.assertEqual((st, h["Content-Length"], h["Content-Range"], data), (206, "10", "bytes 0-9/%d" % n, b""))
+
+    def test_ignore_range(self):
+        path = "/org/model-a/resolve/main/tokenizer.json"
+        d = disk(A2, "tokenizer.json")
+        control("/_test/config", {"ignore_range": True})
+        h = self.check(path, "bytes=10-19", 200, d)
+        self.assertNotIn("Content-Range", h)
+        control("/_test/config", {"ignore_range": False})
+        self.check(path, "bytes=10-19", 206, (10, d[10:20]), len(d))
 
     def test_cdn_ranges_and_safetensors_header(self):
         path, _ = self.cdn_location()
