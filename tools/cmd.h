@@ -17,6 +17,13 @@ struct cmd {
 };
 
 extern const struct cmd cmd_hash_def;
+/* The node commands (client.h): they speak the control API. */
+extern const struct cmd cmd_status_def;
+extern const struct cmd cmd_pull_def;
+extern const struct cmd cmd_ls_def;
+extern const struct cmd cmd_rm_def;
+extern const struct cmd cmd_gc_def;
+extern const struct cmd cmd_import_def;
 
 /* Prints "shoal <cmd>: <message>" on stderr. */
 void tool_err(const char *cmd, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
