@@ -25,6 +25,7 @@ enum cfg_opt_id {
     CFG_O_QUOTA,
     CFG_O_MIN_FREE,
     CFG_O_HUB_CONCURRENCY,
+    CFG_O_HUB_TIMEOUT,
     CFG_O_LOG_LEVEL,
     CFG_O_CONFIG,
     CFG_O_HELP,
@@ -55,6 +56,7 @@ static const struct cfg_opt cfg_opts[CFG_O_N] = {
     [CFG_O_MIN_FREE] = {"--min-free", "SHOAL_MIN_FREE", "min_free", false},
     [CFG_O_HUB_CONCURRENCY] = {"--hub-concurrency", "SHOAL_HUB_CONCURRENCY", "hub_concurrency",
                                false},
+    [CFG_O_HUB_TIMEOUT] = {"--hub-timeout", "SHOAL_HUB_TIMEOUT", "hub_timeout", false},
     [CFG_O_LOG_LEVEL] = {"--log-level", "SHOAL_LOG_LEVEL", "log_level", false},
     /* A config file naming another one would only hide where settings come from. */
     [CFG_O_CONFIG] = {"--config", "SHOAL_CONFIG", NULL, false},
@@ -858,6 +860,15 @@ static int cfg_apply(struct cfg_ctx *x, struct cfg *c)
         }
         c->hub_concurrency = (unsigned)n;
     }
+    r = cfg_pick(x, CFG_O_HUB_TIMEOUT);
+    if (r) {
+        src = SRC(CFG_O_HUB_TIMEOUT);
+        if (cfg_parse_u64(r->val, strlen(r->val), &n) != 0 || n < 1 || n > 3600) {
+            return cfg_fail(x, -EINVAL, "%s: \"%s\": must be a number of seconds from 1 to 3600",
+                            src, r->val);
+        }
+        c->hub_timeout = (unsigned)n;
+    }
     r = cfg_pick(x, CFG_O_LOG_LEVEL);
     if (r) {
         src = SRC(CFG_O_LOG_LEVEL);
@@ -884,7 +895,8 @@ static void cfg_defaults(struct cfg *c)
     memcpy(c->http.host, "127.0.0.1", sizeof("127.0.0.1"));
     c->http.port = 7480;
     c->min_free = 1ULL << 30;
-    c->hub_concurrency = 16;
+    c->hub_concurrency = 4;
+    c->hub_timeout = 30;
     c->log_level = CFG_LOG_INFO;
 }
 
@@ -1020,6 +1032,7 @@ int cfg_dump(const struct cfg *c, FILE *f)
     fprintf(f, "quota = %llu\n", (unsigned long long)c->quota);
     fprintf(f, "min_free = %llu\n", (unsigned long long)c->min_free);
     fprintf(f, "hub_concurrency = %u\n", c->hub_concurrency);
+    fprintf(f, "hub_timeout = %u\n", c->hub_timeout);
     fprintf(f, "log_level = %s\n", cfg_log_level_name(c->log_level));
     return ferror(f) ? -EIO : 0;
 }
@@ -1054,8 +1067,10 @@ const char *cfg_usage(void)
            "      chunk data to keep at most; suffixes K M G T (1000) or KiB MiB GiB TiB (1024)\n"
            "  --min-free BYTES         SHOAL_MIN_FREE, min_free (default 1GiB)\n"
            "      space to leave free on the data directory's file system\n"
-           "  --hub-concurrency N      SHOAL_HUB_CONCURRENCY, hub_concurrency (default 16)\n"
-           "      Hub range requests in flight, 1 to 256\n"
+           "  --hub-concurrency N      SHOAL_HUB_CONCURRENCY, hub_concurrency (default 4)\n"
+           "      Hub range requests in flight, 1 to 256; each holds a 16 MiB piece buffer\n"
+           "  --hub-timeout SECONDS    SHOAL_HUB_TIMEOUT, hub_timeout (default 30)\n"
+           "      a Hub transfer that receives nothing for this long is retried\n"
            "  --log-level LEVEL        SHOAL_LOG_LEVEL, log_level (default info)\n"
            "      error, warn, info or debug\n"
            "  --config FILE            SHOAL_CONFIG (default DIR/shoald.conf if it exists)\n"

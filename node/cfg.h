@@ -51,7 +51,8 @@ struct cfg {
     char *token;                      /* $HF_TOKEN; NULL if unset. Never printed. */
     uint64_t quota;                   /* bytes; 0: none */
     uint64_t min_free;                /* bytes; 1 GiB */
-    unsigned hub_concurrency;         /* 1..256; 16 */
+    unsigned hub_concurrency;         /* 1..256; 4 */
+    unsigned hub_timeout;             /* seconds without a byte = stalled; 30 */
     enum cfg_log_level log_level;     /* info */
     char *config;                     /* the config file read; NULL: none */
     bool help, version, print_config; /* for the caller to act on */

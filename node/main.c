@@ -1,18 +1,27 @@
 /* main.c - shoald, the Shoal node daemon.
  *
  * Parse the configuration, take the data directory, load the node's identity, open the
- * store, then run the loop until SIGINT or SIGTERM; stop in reverse order. Modules
- * (peers, gossip, fetch, hub, HTTP, control socket) join this sequence in later slices.
+ * store, start the Hub client, the pull manager and the HTTP servers (the control
+ * socket and --http), then run the loop until SIGINT or SIGTERM. Stopping goes in
+ * reverse: HTTP servers (answering what they started), pulls (failed, their jobs
+ * awaited), the threadpool work, the Hub client, the signal handles; then the store is
+ * closed once nothing can use it. Peers and gossip join this sequence later.
  */
+#include "api.h"
 #include "cfg.h"
 #include "err.h"
+#include "http.h"
+#include "hub.h"
 #include "identity.h"
 #include "log.h"
+#include "pull.h"
 #include "store.h"
+#include "work.h"
 
 #include <errno.h>
 #include <fcntl.h>
 #include <malloc.h>
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -26,6 +35,7 @@
 #endif
 
 #define LOCK_FILE         "shoald.lock"
+#define SOCKET_FILE       "shoald.sock"
 #define STORE_DIR         "store"
 #define THREADPOOL_MIN    4
 #define THREADPOOL_MAX    1024 /* libuv's own ceiling */
@@ -41,6 +51,14 @@ struct shoald {
     uv_loop_t loop;
     uv_signal_t sigint, sigterm;
     int open_handles;
+    char token[CFG_TOKEN_MAX + 1];
+    struct workq work;
+    struct hub *hub;
+    struct pull_mgr *pulls;
+    struct http_server *http[2];   /* the control socket, then --http */
+    unsigned n_http, http_open;
+    struct api_env api;
+    bool stopping;
 };
 
 /* store/ messages, into our log. */
@@ -213,18 +231,88 @@ static void close_handle(struct shoald *d, uv_handle_t *h)
     }
 }
 
+/* The Hub token: $HF_TOKEN, else the first line of the token file if there is one. */
+static const char *load_token(struct shoald *d)
+{
+    FILE *f;
+    size_t n;
+
+    if (d->cfg.token)
+        return d->cfg.token;
+    if (!d->cfg.token_file || !(f = fopen(d->cfg.token_file, "re")))
+        return NULL;
+    n = fread(d->token, 1, sizeof(d->token) - 1, f);
+    fclose(f);
+    d->token[n] = '\0';
+    d->token[strcspn(d->token, "\r\n")] = '\0';
+    while (n > 0 && (d->token[n - 1] == ' ' || d->token[n - 1] == '\t' || !d->token[n - 1]))
+        d->token[--n] = '\0';
+    return d->token[0] ? d->token : NULL;
+}
+
+/* --- stopping, step by step ------------------------------------------------------ */
+
+static void on_hub_closed(void *arg)
+{
+    struct shoald *d = arg;
+
+    d->hub = NULL;
+    close_handle(d, (uv_handle_t *)&d->sigint);
+    close_handle(d, (uv_handle_t *)&d->sigterm);
+}
+
+static void on_drained(void *arg)
+{
+    struct shoald *d = arg;
+
+    if (d->hub)
+        hub_close(d->hub, on_hub_closed, d);
+    else
+        on_hub_closed(d);
+}
+
+static void on_pulls_closed(void *arg)
+{
+    struct shoald *d = arg;
+
+    d->pulls = NULL;
+    work_drain(&d->work, on_drained, d);
+}
+
+static void on_http_closed(void *arg)
+{
+    struct shoald *d = arg;
+
+    if (--d->http_open > 0)
+        return;
+    if (d->pulls)
+        pull_mgr_close(d->pulls, on_pulls_closed, d);
+    else
+        on_pulls_closed(d);
+}
+
+static void stop(struct shoald *d)
+{
+    unsigned i, n = d->n_http;
+
+    d->stopping = true;
+    d->http_open = n + 1; /* +1: ours, so that no close finishing early ends it */
+    for (i = 0; i < n; i++)
+        http_server_close(d->http[i], on_http_closed, d);
+    on_http_closed(d);
+}
+
 static void on_signal(uv_signal_t *h, int signum)
 {
     struct shoald *d = h->data;
 
-    log_msg(CFG_LOG_INFO, "stopping (signal %d)", signum);
-    /* Nothing else runs yet, so closing the store here blocks no one. */
-    if (d->store) {
-        store_close(d->store);
-        d->store = NULL;
+    if (d->stopping) {
+        /* A second signal: the user wants out now. The store is crash-safe. */
+        log_msg(CFG_LOG_WARN, "stopping at once (signal %d again)", signum);
+        _exit(1);
     }
-    close_handle(d, (uv_handle_t *)&d->sigint);
-    close_handle(d, (uv_handle_t *)&d->sigterm);
+    log_msg(CFG_LOG_INFO, "stopping (signal %d)", signum);
+    stop(d);
 }
 
 static int start_signal(struct shoald *d, uv_signal_t *h, int signum)
@@ -236,6 +324,71 @@ static int start_signal(struct shoald *d, uv_signal_t *h, int signum)
     d->open_handles++;
     h->data = d;
     return uv_signal_start(h, on_signal, signum);
+}
+
+/* --- starting ------------------------------------------------------------------------- */
+
+static int start_http(struct shoald *d, bool control)
+{
+    struct http_opts o = {.handler = control ? api_handle : api_handle_public, .arg = &d->api};
+    struct http_server *s;
+    char path[CFG_PATH_MAX + 32];
+    int err;
+
+    err = http_server_new(&d->loop, &o, &s);
+    if (err < 0)
+        return err;
+    d->http[d->n_http++] = s;
+    if (control) {
+        snprintf(path, sizeof(path), "%s/%s", d->cfg.data_dir, SOCKET_FILE);
+        err = http_listen_unix(s, path);
+        if (err < 0)
+            log_msg(CFG_LOG_ERROR, "cannot listen on %s: %s", path,
+                    err == UV_EADDRINUSE || err == -EADDRINUSE ? "another node answers there"
+                                                                : uv_strerror(err));
+    } else {
+        err = http_listen_tcp(s, d->cfg.http.host, d->cfg.http.port);
+        if (err < 0)
+            log_msg(CFG_LOG_ERROR, "cannot listen on %s:%u (--http): %s", d->cfg.http.host,
+                    (unsigned)d->cfg.http.port, uv_strerror(err));
+    }
+    return err;
+}
+
+static int start_services(struct shoald *d)
+{
+    struct hub_opts ho = {
+        .endpoint = d->cfg.hub,
+        .token = load_token(d),
+        .max_conns = d->cfg.hub_concurrency + 4, /* + API calls */
+        .stall_ms = (uint64_t)d->cfg.hub_timeout * 1000,
+    };
+    struct pull_env pe = {.loop = &d->loop, .max_buffers = d->cfg.hub_concurrency};
+    int err;
+
+    work_init(&d->work, &d->loop);
+    err = hub_new(&d->loop, &ho, &d->hub);
+    if (err < 0) {
+        log_msg(CFG_LOG_ERROR, "cannot start the Hub client: %s", shoal_strerror(err));
+        return err;
+    }
+    pe.store = d->store;
+    pe.hub = d->hub;
+    pe.work = &d->work;
+    err = pull_mgr_new(&pe, &d->pulls);
+    if (err < 0)
+        return err;
+    d->api = (struct api_env){
+        .loop = &d->loop, .store = d->store, .hub = d->hub, .pulls = d->pulls,
+        .work = &d->work, .http = d->http, .node_id = d->node_id, .version = SHOAL_VERSION,
+        .data_dir = d->cfg.data_dir, .hub_endpoint = d->cfg.hub, .quota = d->cfg.quota,
+        .min_free = d->cfg.min_free, .started_ms = uv_now(&d->loop),
+    };
+    err = start_http(d, true);
+    if (err == 0)
+        err = start_http(d, false);
+    d->api.n_http = d->n_http;
+    return err;
 }
 
 /* Runs the loop until a signal stops it; returns the exit status. */
@@ -251,13 +404,16 @@ static int run_loop(struct shoald *d)
     err = start_signal(d, &d->sigint, SIGINT);
     if (err == 0)
         err = start_signal(d, &d->sigterm, SIGTERM);
-    if (err < 0) {
+    if (err < 0)
         log_msg(CFG_LOG_ERROR, "cannot install signal handlers: %s", uv_strerror(err));
+    if (err == 0)
+        err = start_services(d);
+    if (err < 0) {
         status = 1;
-        close_handle(d, (uv_handle_t *)&d->sigint);
-        close_handle(d, (uv_handle_t *)&d->sigterm);
+        stop(d);
     } else {
-        log_msg(CFG_LOG_INFO, "ready node=%s data_dir=%s", d->node_id, d->cfg.data_dir);
+        log_msg(CFG_LOG_INFO, "ready node=%s data_dir=%s hub=%s%s", d->node_id,
+                d->cfg.data_dir, d->cfg.hub, d->hub && load_token(d) ? " (with token)" : "");
     }
     /* Returns once every handle is closed and its close callback has run. */
     uv_run(&d->loop, UV_RUN_DEFAULT);
@@ -276,6 +432,7 @@ int main(int argc, char **argv)
     int status;
 
     mallopt(M_ARENA_MAX, 1); /* docs/design-notes.md: one arena keeps RocksDB's RSS down */
+    signal(SIGPIPE, SIG_IGN); /* a client leaving mid-answer is an error return, not death */
     status = parse_args(&d, argc, argv);
     if (status >= 0)
         goto out;
@@ -288,6 +445,7 @@ int main(int argc, char **argv)
         log_msg(CFG_LOG_INFO, "stopped");
 out:
     identity_clear(&d.id);
+    memset(d.token, 0, sizeof(d.token));
     if (d.lock_fd >= 0)
         close(d.lock_fd);
     cfg_release(&d.cfg);

@@ -88,7 +88,7 @@ pid1=$pid
 wait_ready "$tmp/log1" "$pid1"
 id1=$(node_id "$tmp/log1")
 [[ "$id1" =~ ^[a-z2-7]{16}$ ]] || fail "node id '$id1' is not 16 base32 characters"
-grep -q "data_dir=$data\$" "$tmp/log1" || fail "ready line names the data dir"
+grep -q "data_dir=$data " "$tmp/log1" || fail "ready line names the data dir"
 grep -Eq '^[0-9]{4}-[0-9]{2}-[0-9]{2}T[0-9]{2}:[0-9]{2}:[0-9]{2}(\.[0-9]+)?Z INFO ready ' \
     "$tmp/log1" || fail "log line format"
 [ -f "$data/node.key" ] || fail "node.key missing"
