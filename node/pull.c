@@ -1018,8 +1018,7 @@ static void finish_export(struct pull *p)
     else {
         char folder[SNAPSHOT_REPO_MAX + 8];
         if (snapshot_repo_folder(p->srepo, folder, sizeof(folder)) == 0)
-            snprintf(p->export_dir, sizeof(p->export_dir), "%s/%s/snapshots/%s", p->cache_dir,
-                     folder, p->commit);
+            snprintf(p->export_dir, sizeof(p->export_dir), "%s/%s", p->cache_dir, folder);
     }
 }
 

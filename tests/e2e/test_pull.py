@@ -112,6 +112,8 @@ class PullTest(unittest.TestCase):
         cache2 = self.cache()
         r = self.pull("org/name@v1", cache=cache2)
         self.check_cache(cache2, "model/org/name", "v1", commit)
+        self.assertEqual(r.stdout.strip(),
+                         os.path.join(cache2, "models--org--name", "snapshots", commit))
         st = self.hub.stats()
         self.assertEqual(st["servers"]["cdn"]["bytes"], 0)
         resolves = [p for p in st["paths"]["hub"] if "/resolve/" in p]
