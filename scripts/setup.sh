@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # setup.sh - the first command of the README: installs the dependencies, builds
-# Shoal (Release, in build/) and runs it. Today that is `shoal hash` on a sample
-# file; the node comes with the next milestones.
+# Shoal (Release, in build/) and runs it: `shoal hash` on a sample file, then a node
+# pulling a model from the project's test hub (scripts/demo.sh).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -16,3 +16,4 @@ sys.stdout.buffer.write(random.Random(1).randbytes(40 * 1024 * 1024 + 12345))" >
 fi
 echo "== build/tools/shoal hash $sample"
 build/tools/shoal hash "$sample"
+scripts/demo.sh build
