@@ -384,35 +384,45 @@ static bool status_ok(int status)
 
 /* --- parser callbacks ------------------------------------------------------------ */
 
+/* Makes *buf hold at least `need` bytes, doubling from `min` and never past max + 1
+ * (room for a terminating NUL); 503 for the client when memory runs out. */
+static int grow(struct http_conn *c, void **buf, size_t *cap, size_t need, size_t min,
+                size_t max)
+{
+    size_t n = *cap ? *cap * 2 : min;
+    void *p;
+
+    if (need <= *cap)
+        return 0;
+    if (n > max + 1)
+        n = max + 1;
+    if (n < need)
+        n = need;
+    p = realloc(*buf, n);
+    if (!p) {
+        c->err_status = 503;
+        return -1;
+    }
+    *buf = p;
+    *cap = n;
+    return 0;
+}
+
 /* Appends len bytes to the request head, counting `counted` bytes against the header
  * limit. The stored bytes never exceed the counted ones (each header's ": " and CRLF
  * are counted but stored as two NULs), so the buffer stays within the limit. */
 static int head_add(struct http_conn *c, const char *data, size_t len, size_t counted)
 {
     struct http_req *r = c->req;
-    size_t max = c->s->o.max_header_bytes, need = r->head_len + len;
-    char *p;
+    size_t max = c->s->o.max_header_bytes;
 
     r->head_bytes += counted;
     if (r->head_bytes > max) {
         c->err_status = 431;
         return -1;
     }
-    if (need > r->head_cap) {
-        size_t cap = r->head_cap ? r->head_cap * 2 : HTTP_HEAD_MIN;
-
-        if (cap > max + 1)
-            cap = max + 1;
-        if (cap < need)
-            cap = need;
-        p = realloc(r->head, cap);
-        if (!p) {
-            c->err_status = 503;
-            return -1;
-        }
-        r->head = p;
-        r->head_cap = cap;
-    }
+    if (grow(c, (void **)&r->head, &r->head_cap, r->head_len + len, HTTP_HEAD_MIN, max) < 0)
+        return -1;
     memcpy(r->head + r->head_len, data, len);
     r->head_len += len;
     return 0;
@@ -594,29 +604,14 @@ static int on_body(http_parser *p, const char *at, size_t len)
 {
     struct http_conn *c = p->data;
     struct http_req *r = c->req;
-    size_t max = c->s->o.max_body, need;
-    uint8_t *b;
+    size_t max = c->s->o.max_body;
 
     if (len > max - r->body_len) {
         c->err_status = 413;
         return -1;
     }
-    need = r->body_len + len + 1;
-    if (need > r->body_cap) {
-        size_t cap = r->body_cap ? r->body_cap * 2 : HTTP_BODY_MIN;
-
-        if (cap > max + 1)
-            cap = max + 1;
-        if (cap < need)
-            cap = need;
-        b = realloc(r->body, cap);
-        if (!b) {
-            c->err_status = 503;
-            return -1;
-        }
-        r->body = b;
-        r->body_cap = cap;
-    }
+    if (grow(c, (void **)&r->body, &r->body_cap, r->body_len + len + 1, HTTP_BODY_MIN, max) < 0)
+        return -1;
     memcpy(r->body + r->body_len, at, len);
     r->body_len += len;
     r->body[r->body_len] = '\0';

@@ -148,28 +148,27 @@ int store_get_manifest(struct store *s, const uint8_t file[static STORE_ID_LEN],
     return r;
 }
 
-/* One chunk by hash, handed to cb without a copy; -ENOENT if the store lacks it. */
+/* One chunk by hash, handed to cb without a copy if its length is the expected one;
+ * -ENOENT if the store lacks it. */
+struct chunk_want {
+    uint32_t len;
+    store_read_cb cb;
+    void *arg;
+};
+
+static int chunk_checked(void *arg, const uint8_t *p, size_t n)
+{
+    struct chunk_want *w = arg;
+
+    return n == w->len ? w->cb(w->arg, p, n) : SHOAL_EHASH;
+}
+
 static int read_chunk(struct store *s, const uint8_t hash[CHASH_LEN], uint32_t len,
                       store_read_cb cb, void *arg)
 {
-    uint8_t key[1 + CHASH_LEN];
-    rocksdb_pinnableslice_t *v;
-    const char *p;
-    char *err = NULL;
-    size_t vlen;
-    int r;
+    struct chunk_want w = {.len = len, .cb = cb, .arg = arg};
 
-    store__chunk_key(key, KEY_CHUNK, hash);
-    v = rocksdb_get_pinned_cf(s->db, s->ro, s->cf[CF_CHUNKS], (const char *)key, sizeof(key),
-                              &err);
-    if (err)
-        return store__err(s, err, "chunk read");
-    if (!v)
-        return -ENOENT;
-    p = rocksdb_pinnableslice_value(v, &vlen);
-    r = vlen == len ? cb(arg, (const uint8_t *)p, vlen) : SHOAL_EHASH;
-    rocksdb_pinnableslice_destroy(v);
-    return r;
+    return store__with_chunk(s, hash, chunk_checked, &w);
 }
 
 int store_read_file(struct store *s, const uint8_t file[static STORE_ID_LEN], store_read_cb cb,

@@ -706,15 +706,15 @@ out:
     return r;
 }
 
-int store_get_chunk(struct store *s, const uint8_t hash[static CHASH_LEN], uint8_t *buf,
-                    size_t cap, uint32_t *len)
+int store__with_chunk(struct store *s, const uint8_t hash[CHASH_LEN], store__bytes_cb cb,
+                      void *arg)
 {
     uint8_t key[1 + CHASH_LEN];
     rocksdb_pinnableslice_t *v;
     const char *p;
     char *err = NULL;
     size_t vlen;
-    int r = 0;
+    int r;
 
     store__chunk_key(key, KEY_CHUNK, hash);
     v = rocksdb_get_pinned_cf(s->db, s->ro, s->cf[CF_CHUNKS], (const char *)key, sizeof(key),
@@ -724,15 +724,34 @@ int store_get_chunk(struct store *s, const uint8_t hash[static CHASH_LEN], uint8
     if (!v)
         return -ENOENT;
     p = rocksdb_pinnableslice_value(v, &vlen);
-    if (vlen > cap) {
-        *len = (uint32_t)vlen;
-        r = -ENOBUFS;
-    } else {
-        memcpy(buf, p, vlen);
-        *len = (uint32_t)vlen;
-    }
+    r = cb(arg, (const uint8_t *)p, vlen);
     rocksdb_pinnableslice_destroy(v);
     return r;
+}
+
+struct copy_out {
+    uint8_t *buf;
+    size_t cap;
+    uint32_t *len;
+};
+
+static int copy_chunk(void *arg, const uint8_t *p, size_t n)
+{
+    struct copy_out *c = arg;
+
+    *c->len = (uint32_t)n;
+    if (n > c->cap)
+        return -ENOBUFS;
+    memcpy(c->buf, p, n);
+    return 0;
+}
+
+int store_get_chunk(struct store *s, const uint8_t hash[static CHASH_LEN], uint8_t *buf,
+                    size_t cap, uint32_t *len)
+{
+    struct copy_out c = {.buf = buf, .cap = cap, .len = len};
+
+    return store__with_chunk(s, hash, copy_chunk, &c);
 }
 
 int store__cf_walk(struct store *s, int cf, store__kv_cb cb, void *arg)

@@ -93,6 +93,12 @@ typedef int (*store__kv_cb)(void *arg, const char *key, size_t klen, const char 
                             size_t vlen);
 int store__cf_walk(struct store *s, int cf, store__kv_cb cb, void *arg);
 
+/* Looks chunk `hash` up and hands its bytes to cb without a copy (valid during the
+ * call); returns cb's result, -ENOENT if absent, or SHOAL_ESTORE. */
+typedef int (*store__bytes_cb)(void *arg, const uint8_t *p, size_t n);
+int store__with_chunk(struct store *s, const uint8_t hash[CHASH_LEN], store__bytes_cb cb,
+                      void *arg);
+
 /* Walks the piece records of one file (file != NULL) or of all files, in key order;
  * val is NULL unless `values`. A non-zero return from cb stops the walk. */
 typedef int (*store__piece_walk_cb)(void *arg, const uint8_t *file, uint32_t index,
