@@ -302,3 +302,21 @@ out:
     free(a.p);
     return err;
 }
+
+int client_open_call(struct client *c, const char *cmd, const char *method, const char *path,
+                     const json_t *body, long timeout_ms, json_t **pout)
+{
+    if (client_open(c, cmd) < 0 || client_call(c, method, path, body, timeout_ms, pout) < 0)
+        return client_fail(c);
+    return 0;
+}
+
+int client_once(const char *cmd, const char *method, const char *path, const json_t *body,
+                long timeout_ms, json_t **pout)
+{
+    struct client c;
+    int status = client_open_call(&c, cmd, method, path, body, timeout_ms, pout);
+
+    client_close(&c);
+    return status;
+}

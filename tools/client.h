@@ -6,7 +6,8 @@
  * (the socket is DIR/shoald.sock).
  *
  * Errors: client_open() and client_call() return 0 or -1; on -1 c->err holds one line
- * for the user (without the "shoal <cmd>: " prefix), which client_fail() prints.
+ * for the user (without the "shoal <cmd>: " prefix), which client_fail() prints;
+ * client_open_call() and client_once() print it themselves and return 1.
  * Ownership: JSON handed back by client_call() belongs to the caller (json_decref).
  * Threads: one client per thread.
  */
@@ -47,5 +48,15 @@ int client_call(struct client *c, const char *method, const char *path, const js
 
 /* Prints c->err as "shoal <cmd>: ..." and returns 1, the exit status for it. */
 int client_fail(const struct client *c);
+
+/* A command's main request: client_open() then client_call(). Returns 0, or 1 after
+ * client_fail(). Either way c is to be closed with client_close(). */
+int client_open_call(struct client *c, const char *cmd, const char *method, const char *path,
+                     const json_t *body, long timeout_ms, json_t **pout);
+
+/* The same for a command that asks the node one thing only: the client lives and is
+ * closed within the call. */
+int client_once(const char *cmd, const char *method, const char *path, const json_t *body,
+                long timeout_ms, json_t **pout);
 
 #endif

@@ -4,7 +4,6 @@
 #include "client.h"
 #include "util.h"
 
-#include <getopt.h>
 #include <inttypes.h>
 #include <stdio.h>
 
@@ -22,37 +21,18 @@ static const char usage[] =
 
 static int cmd_gc(int argc, char **argv)
 {
-    static const struct option longopts[] = {
-        {"help", no_argument, NULL, 'h'},
-        {NULL, 0, NULL, 0},
-    };
-    struct client c;
     json_t *ans = NULL;
     uint64_t n;
-    int opt, status = 0;
+    int status = util_parse_no_operands(&cmd_gc_def, argc, argv, NULL);
 
-    optind = 1;
-    opterr = 0;
-    while ((opt = getopt_long(argc, argv, "h", longopts, NULL)) != -1) {
-        if (opt == 'h') {
-            fputs(usage, stdout);
-            return 0;
-        }
-        return util_bad_option(&cmd_gc_def, argc, argv);
-    }
-    if (optind < argc) {
-        tool_err("gc", "takes no operands ('%s')", argv[optind]);
-        return tool_usage(&cmd_gc_def);
-    }
-    if (client_open(&c, "gc") < 0 ||
-        client_call(&c, "POST", "gc", NULL, CLIENT_SLOW_MS, &ans) < 0) {
-        status = client_fail(&c);
-    } else {
+    if (status)
+        return status == UTIL_HELP ? 0 : status;
+    status = client_once("gc", "POST", "gc", NULL, CLIENT_SLOW_MS, &ans);
+    if (!status) {
         n = util_juint(ans, "removed_files");
         printf("removed %" PRIu64 " file%s\n", n, n == 1 ? "" : "s");
     }
     json_decref(ans);
-    client_close(&c);
     return util_finish("gc", status);
 }
 

@@ -49,10 +49,9 @@ static int parse(int argc, char **argv, struct import_args *a)
         {"help", no_argument, NULL, 'h'},
         {NULL, 0, NULL, 0},
     };
-    int opt;
+    int opt, status;
 
-    optind = 1;
-    opterr = 0;
+    util_opt_reset();
     while ((opt = getopt_long(argc, argv, "h", longopts, NULL)) != -1) {
         switch (opt) {
         case 'r':
@@ -64,21 +63,13 @@ static int parse(int argc, char **argv, struct import_args *a)
         case 'j':
             a->json = true;
             break;
-        case 'h':
-            fputs(usage, stdout);
-            return -1;
         default:
-            return util_bad_option(&cmd_import_def, argc, argv);
+            return util_opt_other(&cmd_import_def, opt, argc, argv);
         }
     }
-    if (!util_repo_type_ok(a->type)) {
-        tool_err("import", "--repo-type is model, dataset or space, not '%s'", a->type);
-        return tool_usage(&cmd_import_def);
-    }
-    if (optind != argc - 1) {
-        tool_err("import", optind >= argc ? "no DIR given" : "one DIR at a time");
-        return tool_usage(&cmd_import_def);
-    }
+    status = util_check_repo_args(&cmd_import_def, a->type, argc, argv, "DIR");
+    if (status)
+        return status;
     a->dir = argv[optind];
     if (!a->repo) {
         tool_err("import", "--repo REPO is required (the name to give the snapshot)");
@@ -141,11 +132,10 @@ static int cmd_import(int argc, char **argv)
     struct import_args a = {.type = "model"};
     char *repo = NULL, *rev = NULL;
     json_t *req = NULL, *ans = NULL;
-    struct client c = {0};
     int status = parse(argc, argv, &a);
 
     if (status)
-        return status < 0 ? 0 : status;
+        return status == UTIL_HELP ? 0 : status;
     if (util_repo_rev("import", a.repo, &repo, &rev) < 0 || rev) {
         if (rev)
             tool_err("import", "--repo takes no @REV: the commit comes from the content");
@@ -153,18 +143,15 @@ static int cmd_import(int argc, char **argv)
         goto out;
     }
     req = request(&a, repo);
-    if (!req) {
+    if (!req)
         status = 1;
-    } else if (client_open(&c, "import") < 0 ||
-               client_call(&c, "POST", "imports", req, CLIENT_UNBOUNDED, &ans) < 0) {
-        status = client_fail(&c);
-    } else if (a.json) {
+    else
+        status = client_once("import", "POST", "imports", req, CLIENT_UNBOUNDED, &ans);
+    if (!status && a.json)
         util_print_json(ans);
-    } else {
+    else if (!status)
         print_import(ans);
-    }
 out:
-    client_close(&c);
     json_decref(ans);
     json_decref(req);
     free(repo);

@@ -9,7 +9,6 @@
 #include "client.h"
 #include "util.h"
 
-#include <getopt.h>
 #include <inttypes.h>
 #include <stdbool.h>
 #include <stdio.h>
@@ -120,44 +119,18 @@ static void print_ls(const json_t *ans)
 
 static int cmd_ls(int argc, char **argv)
 {
-    static const struct option longopts[] = {
-        {"json", no_argument, NULL, 'j'},
-        {"help", no_argument, NULL, 'h'},
-        {NULL, 0, NULL, 0},
-    };
-    struct client c;
     json_t *ans = NULL;
     bool json = false;
-    int opt, status = 0;
+    int status = util_parse_no_operands(&cmd_ls_def, argc, argv, &json);
 
-    optind = 1;
-    opterr = 0;
-    while ((opt = getopt_long(argc, argv, "h", longopts, NULL)) != -1) {
-        switch (opt) {
-        case 'j':
-            json = true;
-            break;
-        case 'h':
-            fputs(usage, stdout);
-            return 0;
-        default:
-            return util_bad_option(&cmd_ls_def, argc, argv);
-        }
-    }
-    if (optind < argc) {
-        tool_err("ls", "takes no operands ('%s')", argv[optind]);
-        return tool_usage(&cmd_ls_def);
-    }
-    if (client_open(&c, "ls") < 0 ||
-        client_call(&c, "GET", "files", NULL, CLIENT_TIMEOUT_MS, &ans) < 0) {
-        status = client_fail(&c);
-    } else if (json) {
+    if (status)
+        return status == UTIL_HELP ? 0 : status;
+    status = client_once("ls", "GET", "files", NULL, CLIENT_TIMEOUT_MS, &ans);
+    if (!status && json)
         util_print_json(ans);
-    } else {
+    else if (!status)
         print_ls(ans);
-    }
     json_decref(ans);
-    client_close(&c);
     return util_finish("ls", status);
 }
 

@@ -85,7 +85,7 @@ static void args_release(struct pull_args *a)
     free(a->cache_dir);
 }
 
-/* Parses the command line into a. Returns 0, or the exit status to leave with. */
+/* Parses the command line into a. Returns as util.h's parsers do. */
 static int parse(struct pull_args *a, int argc, char **argv)
 {
     static const struct option longopts[] = {
@@ -99,10 +99,9 @@ static int parse(struct pull_args *a, int argc, char **argv)
     };
     const char *local_dir = NULL;
     json_t *list;
-    int opt;
+    int opt, status;
 
-    optind = 1;
-    opterr = 0;
+    util_opt_reset();
     while ((opt = getopt_long(argc, argv, "h", longopts, NULL)) != -1) {
         switch (opt) {
         case 'i':
@@ -122,21 +121,13 @@ static int parse(struct pull_args *a, int argc, char **argv)
         case 'j':
             a->json = true;
             break;
-        case 'h':
-            fputs(usage, stdout);
-            return -1;
         default:
-            return util_bad_option(&cmd_pull_def, argc, argv);
+            return util_opt_other(&cmd_pull_def, opt, argc, argv);
         }
     }
-    if (!util_repo_type_ok(a->repo_type)) {
-        tool_err("pull", "--repo-type is model, dataset or space, not '%s'", a->repo_type);
-        return tool_usage(&cmd_pull_def);
-    }
-    if (optind != argc - 1) {
-        tool_err("pull", optind >= argc ? "no REPO given" : "one REPO at a time");
-        return tool_usage(&cmd_pull_def);
-    }
+    status = util_check_repo_args(&cmd_pull_def, a->repo_type, argc, argv, "REPO");
+    if (status)
+        return status;
     if (local_dir && !*local_dir) {
         tool_err("pull", "--local-dir is empty");
         return tool_usage(&cmd_pull_def);
@@ -345,8 +336,8 @@ static int cmd_pull(int argc, char **argv)
         status = parse(&a, argc, argv);
         if (status == 0)
             status = run(&a);
-        else if (status < 0)
-            status = 0; /* --help */
+        else if (status == UTIL_HELP)
+            status = 0;
     }
     args_release(&a);
     return util_finish("pull", status);

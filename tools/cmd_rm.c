@@ -40,37 +40,24 @@ static int parse(int argc, char **argv, const char **ptype)
     };
     int opt;
 
-    optind = 1;
-    opterr = 0;
+    util_opt_reset();
     while ((opt = getopt_long(argc, argv, "h", longopts, NULL)) != -1) {
         switch (opt) {
         case 't':
             *ptype = optarg;
             break;
-        case 'h':
-            fputs(usage, stdout);
-            return -1;
         default:
-            return util_bad_option(&cmd_rm_def, argc, argv);
+            return util_opt_other(&cmd_rm_def, opt, argc, argv);
         }
     }
-    if (!util_repo_type_ok(*ptype)) {
-        tool_err("rm", "--repo-type is model, dataset or space, not '%s'", *ptype);
-        return tool_usage(&cmd_rm_def);
-    }
-    if (optind != argc - 1) {
-        tool_err("rm", optind >= argc ? "no REPO given" : "one REPO at a time");
-        return tool_usage(&cmd_rm_def);
-    }
-    return 0;
+    return util_check_repo_args(&cmd_rm_def, *ptype, argc, argv, "REPO");
 }
 
 static int rm(const char *repo, const char *rev, const char *type)
 {
     json_t *req = json_object(), *ans = NULL;
     uint64_t snaps, files;
-    struct client c;
-    int status = 0, err = 0;
+    int status, err = 0;
 
     err |= json_object_set_new(req, "repo", json_string(repo));
     err |= json_object_set_new(req, "repo_type", json_string(type));
@@ -81,9 +68,8 @@ static int rm(const char *repo, const char *rev, const char *type)
         tool_err("rm", "'%s' is not valid UTF-8", repo);
         return 1;
     }
-    if (client_open(&c, "rm") < 0 || client_call(&c, "POST", "rm", req, CLIENT_SLOW_MS, &ans) < 0) {
-        status = client_fail(&c);
-    } else {
+    status = client_once("rm", "POST", "rm", req, CLIENT_SLOW_MS, &ans);
+    if (!status) {
         snaps = util_juint(ans, "removed_snapshots");
         files = util_juint(ans, "removed_files");
         printf("removed %" PRIu64 " snapshot%s and %" PRIu64 " file%s of %s%s%s\n", snaps,
@@ -92,7 +78,6 @@ static int rm(const char *repo, const char *rev, const char *type)
     }
     json_decref(ans);
     json_decref(req);
-    client_close(&c);
     return status;
 }
 
@@ -102,10 +87,8 @@ static int cmd_rm(int argc, char **argv)
     char *repo = NULL, *rev = NULL;
     int status = parse(argc, argv, &type);
 
-    if (status < 0)
-        return 0; /* --help */
-    if (status > 0)
-        return status;
+    if (status)
+        return status == UTIL_HELP ? 0 : status;
     if (util_repo_rev("rm", argv[optind], &repo, &rev) < 0)
         return tool_usage(&cmd_rm_def);
     status = rm(repo, rev, type);

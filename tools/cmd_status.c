@@ -9,7 +9,6 @@
 #include "client.h"
 #include "util.h"
 
-#include <getopt.h>
 #include <inttypes.h>
 #include <stdbool.h>
 #include <stdio.h>
@@ -106,44 +105,18 @@ static void print_status(struct client *c, const json_t *s)
 
 static int cmd_status(int argc, char **argv)
 {
-    static const struct option longopts[] = {
-        {"json", no_argument, NULL, 'j'},
-        {"help", no_argument, NULL, 'h'},
-        {NULL, 0, NULL, 0},
-    };
     struct client c;
     json_t *s = NULL;
     bool json = false;
-    int opt, status = 0;
+    int status = util_parse_no_operands(&cmd_status_def, argc, argv, &json);
 
-    optind = 1;
-    opterr = 0;
-    while ((opt = getopt_long(argc, argv, "h", longopts, NULL)) != -1) {
-        switch (opt) {
-        case 'j':
-            json = true;
-            break;
-        case 'h':
-            fputs(usage, stdout);
-            return 0;
-        default:
-            return util_bad_option(&cmd_status_def, argc, argv);
-        }
-    }
-    if (optind < argc) {
-        tool_err("status", "takes no operands ('%s')", argv[optind]);
-        return tool_usage(&cmd_status_def);
-    }
-    if (client_open(&c, "status") < 0 ||
-        client_call(&c, "GET", "status", NULL, CLIENT_TIMEOUT_MS, &s) < 0) {
-        status = client_fail(&c);
-        goto out;
-    }
-    if (json)
+    if (status)
+        return status == UTIL_HELP ? 0 : status;
+    status = client_open_call(&c, "status", "GET", "status", NULL, CLIENT_TIMEOUT_MS, &s);
+    if (!status && json)
         util_print_json(s);
-    else
+    else if (!status)
         print_status(&c, s);
-out:
     json_decref(s);
     client_close(&c);
     return util_finish("status", status);

@@ -1,5 +1,5 @@
-/* util.c - helpers the node commands share: sizes, durations, repo operands, paths,
- * the Hugging Face cache location and tolerant JSON reads.
+/* util.c - helpers the node commands share: sizes, durations, option parsing, repo
+ * operands, paths, the Hugging Face cache location and tolerant JSON reads.
  */
 #include "util.h"
 
@@ -207,6 +207,21 @@ uint64_t util_juint(const json_t *obj, const char *key)
     return 0;
 }
 
+void util_opt_reset(void)
+{
+    optind = 1;
+    opterr = 0;
+}
+
+int util_opt_other(const struct cmd *c, int opt, int argc, char **argv)
+{
+    if (opt == 'h') {
+        fputs(c->usage, stdout);
+        return UTIL_HELP;
+    }
+    return util_bad_option(c, argc, argv);
+}
+
 int util_bad_option(const struct cmd *c, int argc, char **argv)
 {
     const char *arg = optind >= 1 && optind <= argc ? argv[optind - 1] : "";
@@ -222,6 +237,51 @@ int util_bad_option(const struct cmd *c, int argc, char **argv)
     else
         tool_err(c->name, "option '-%c' is unknown or needs a value", optopt ? optopt : '?');
     return tool_usage(c);
+}
+
+int util_parse_no_operands(const struct cmd *c, int argc, char **argv, bool *pjson)
+{
+    static const struct option with_json[] = {
+        {"json", no_argument, NULL, 'j'},
+        {"help", no_argument, NULL, 'h'},
+        {NULL, 0, NULL, 0},
+    };
+    /* A command without --json must answer "unknown option" to it, so its table
+     * leaves it out rather than listing it to refuse it. */
+    static const struct option help_only[] = {
+        {"help", no_argument, NULL, 'h'},
+        {NULL, 0, NULL, 0},
+    };
+    int opt;
+
+    util_opt_reset();
+    while ((opt = getopt_long(argc, argv, "h", pjson ? with_json : help_only, NULL)) != -1) {
+        if (opt != 'j')
+            return util_opt_other(c, opt, argc, argv);
+        *pjson = true;
+    }
+    if (optind < argc) {
+        tool_err(c->name, "takes no operands ('%s')", argv[optind]);
+        return tool_usage(c);
+    }
+    return 0;
+}
+
+int util_check_repo_args(const struct cmd *c, const char *type, int argc, char **argv,
+                         const char *operand)
+{
+    if (!util_repo_type_ok(type)) {
+        tool_err(c->name, "--repo-type is model, dataset or space, not '%s'", type);
+        return tool_usage(c);
+    }
+    if (optind != argc - 1) {
+        if (optind >= argc)
+            tool_err(c->name, "no %s given", operand);
+        else
+            tool_err(c->name, "one %s at a time", operand);
+        return tool_usage(c);
+    }
+    return 0;
 }
 
 void util_print_json(const json_t *j)

@@ -1,5 +1,6 @@
 /* util.h - small helpers the node commands share: human-readable sizes and
- * durations, repository operands, absolute paths, and tolerant reads of JSON fields.
+ * durations, option parsing, repository operands, absolute paths, and tolerant reads
+ * of JSON fields.
  *
  * Threads: none of this keeps state; call from any thread.
  * Ownership: functions that return char * return a malloc'd string the caller frees.
@@ -46,10 +47,34 @@ char *util_hf_cache(void);
 const char *util_jstr(const json_t *obj, const char *key, const char *def);
 uint64_t util_juint(const json_t *obj, const char *key);
 
+/* Reading a node command's own arguments with getopt_long(). The parsers return 0 to
+ * go on, UTIL_HELP after printing the usage for --help (the command then exits 0), or
+ * the exit status to leave with after saying why. */
+#define UTIL_HELP (-1)
+
 struct cmd;
+
+/* Starts getopt_long() afresh on a command's argv, quiet: util_opt_other() words the
+ * errors, in the tool's "shoal <cmd>: " form. */
+void util_opt_reset(void);
+
+/* For an option the command does not handle itself: 'h' prints c's usage on stdout and
+ * returns UTIL_HELP; anything else is util_bad_option()'s. */
+int util_opt_other(const struct cmd *c, int opt, int argc, char **argv);
+
 /* For getopt_long's '?' answer: names the bad option on stderr, then prints c's usage.
  * Returns EXIT_USAGE. */
 int util_bad_option(const struct cmd *c, int argc, char **argv);
+
+/* The whole parser of a command that takes no operands and no options but --help and,
+ * when pjson is not NULL, --json (which sets *pjson). */
+int util_parse_no_operands(const struct cmd *c, int argc, char **argv, bool *pjson);
+
+/* The checks the commands on one repository share once their options are read: type
+ * is a repo type, then exactly one operand is left, called operand in the messages
+ * ("no REPO given"). Returns 0, or EXIT_USAGE after the message and c's usage. */
+int util_check_repo_args(const struct cmd *c, const char *type, int argc, char **argv,
+                         const char *operand);
 
 /* Prints j on stdout as one indented document and a newline. */
 void util_print_json(const json_t *j);
