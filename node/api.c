@@ -405,6 +405,14 @@ static void import_run(void *arg)
             j->err = -EINVAL; /* the user's folder, not the node: 400 */
         return;
     }
+    /* `shoal pull REPO` then finds the import through the store (pull.h). */
+    j->err = store_set_ref(j->env->store, snap.repo, "main", snap.commit);
+    if (j->err < 0) {
+        snprintf(j->why, sizeof(j->why), "recording %s@main: %s", snap.repo,
+                 shoal_strerror(j->err));
+        snapshot_release(&snap);
+        return;
+    }
     split_repo(snap.repo, type, sizeof(type), &name);
     j->doc = json_pack("{s:s, s:s, s:s, s:I, s:I, s:I}", "repo", name, "repo_type", type,
                        "commit", snap.commit, "files", (json_int_t)st.files, "bytes",

@@ -115,6 +115,10 @@ struct pull {
     unsigned fetching;       /* range requests in flight */
     struct export_stats xs;
     char export_dir[4200];
+    /* Resolved from the store instead of the Hub: every selected file must be there.
+     * hub_why says why the Hub was not used ("" when it was not asked). */
+    bool local;
+    char hub_why[600];
 };
 
 struct pull_mgr {
@@ -135,6 +139,7 @@ static void schedule(struct pull_mgr *m);
 static void sha_advance(struct pfile *f);
 static void maybe_finish_file(struct pfile *f);
 static void maybe_closed(struct pull_mgr *m);
+static bool selected(const struct pull *p, const char *path);
 
 /* --- small helpers ------------------------------------------------------------- */
 
@@ -361,6 +366,12 @@ static void survey_done(void *arg)
             f->state = F_STORED;
             p->files_done++;
         }
+    }
+    if (p->local && p->files_done < p->n_files) {
+        fail(p, "%s%sthe store holds only %" PRIu32 " of the %" PRIu32 " files of %s@%s",
+             p->hub_why, p->hub_why[0] ? "; " : "", p->files_done, p->n_files, p->repo,
+             p->rev);
+        return;
     }
     p->state = P_FETCHING;
     for (i = 0; i < p->n_files; i++) {
@@ -1227,6 +1238,100 @@ static int list_page(struct pull *p, const char *url)
     return hub_get_json(p->m->env.hub, url, on_tree, p, &p->api);
 }
 
+/* --- resolving from the store ------------------------------------------------------- */
+
+/* When the Hub cannot resolve the revision (unreachable, or it does not know the repo:
+ * an imported one), the store may: a commit it has a snapshot of, or a branch or tag
+ * it has a ref for. The store's snapshot lists the files pulled (or imported) from that
+ * commit; the pull exports those the patterns select, all of which must be complete. */
+struct local_job {
+    struct pull *p;
+    bool found;
+    char commit[SNAPSHOT_COMMIT_LEN + 1];
+    struct snapshot snap;
+};
+
+static void local_run(void *arg)
+{
+    struct local_job *j = arg;
+    struct pull *p = j->p;
+    struct store *s = p->m->env.store;
+
+    if (snapshot_commit_ok(p->rev))
+        memcpy(j->commit, p->rev, sizeof(j->commit));
+    else if (store_get_ref(s, p->srepo, p->rev, j->commit) < 0)
+        return;
+    j->found = store_get_snapshot(s, p->srepo, j->commit, &j->snap) == 0;
+}
+
+static int add_file(struct pull *p, const char *path, uint64_t size, bool lfs,
+                    const char *sha256, const char *oid);
+
+static int add_local_files(struct pull *p, const struct snapshot *snap)
+{
+    char sha[2 * STORE_ID_LEN + 1];
+    uint32_t i;
+    int err;
+
+    for (i = 0; i < snap->n_files; i++) {
+        const struct snapshot_file *f = &snap->files[i];
+        bool lfs = strlen(f->etag) == 2 * STORE_ID_LEN;
+
+        if (!selected(p, f->path))
+            continue;
+        chash_hex(f->sha256, STORE_ID_LEN, sha);
+        err = add_file(p, f->path, f->size, lfs, sha, f->etag);
+        if (err < 0)
+            return err;
+        memcpy(p->files[p->n_files - 1].id, f->sha256, STORE_ID_LEN);
+        p->files[p->n_files - 1].id_known = true;
+    }
+    return 0;
+}
+
+static void local_done(void *arg)
+{
+    struct local_job *j = arg;
+    struct pull *p = j->p;
+    int err = 0;
+
+    if (j->found && active(p)) {
+        memcpy(p->commit, j->commit, sizeof(p->commit));
+        p->local = true;
+        err = add_local_files(p, &j->snap);
+        log_msg(CFG_LOG_WARN, "pull %" PRIu32 ": %s; using the store's snapshot %s", p->id,
+                p->hub_why, p->commit);
+    }
+    if (j->found)
+        snapshot_release(&j->snap);
+    free(j);
+    if (!active(p))
+        return;
+    if (err < 0) {
+        fail(p, "out of memory");
+    } else if (p->local) {
+        if (p->n_files == 0)
+            fail(p, "no file of %s@%s in the store matches the --include/--exclude patterns",
+                 p->repo, p->rev);
+        else
+            start_survey(p);
+    } else {
+        fail(p, "%s", p->hub_why);
+    }
+}
+
+static void start_local(struct pull *p)
+{
+    struct local_job *j = calloc(1, sizeof(*j));
+
+    if (j)
+        j->p = p;
+    if (!j || pull_queue(p, local_run, local_done, j) < 0) {
+        free(j);
+        fail(p, "%s", p->hub_why[0] ? p->hub_why : "out of memory");
+    }
+}
+
 static void on_revision(void *arg, int err, json_t *doc, const struct hub_result *res)
 {
     struct pull *p = arg;
@@ -1238,7 +1343,8 @@ static void on_revision(void *arg, int err, json_t *doc, const struct hub_result
     if (err < 0) {
         snprintf(what, sizeof(what), "%s@%s", p->repo, p->rev);
         hub_describe_error(err, res, what, msg, sizeof(msg));
-        fail(p, "%s", msg);
+        snprintf(p->hub_why, sizeof(p->hub_why), "%s", msg);
+        start_local(p); /* the store may know this revision */
         return;
     }
     sha = json_string_value(json_object_get(doc, "sha"));
@@ -1505,10 +1611,10 @@ int pull_start(struct pull_mgr *m, const struct pull_req *r, uint32_t *id, char 
     p->t_start = uv_now(m->env.loop);
     p->next = m->pulls;
     m->pulls = p;
+    log_msg(CFG_LOG_INFO, "pull %" PRIu32 ": %s %s@%s", p->id, p->type, p->repo, p->rev);
     err = resolve(p);
     if (err < 0)
         fail(p, "cannot ask the Hub: %s", strerror(-err));
-    log_msg(CFG_LOG_INFO, "pull %" PRIu32 ": %s %s@%s", p->id, p->type, p->repo, p->rev);
     trim(m);
     *id = p->id;
     return 0;

@@ -255,6 +255,33 @@ class PullTest(unittest.TestCase):
         self.assertEqual(doc["files"], 2)
         self.assertEqual(len(doc["commit"]), 40)
 
+        # The Hub does not know me/ckpt: the pull takes it from the store.
+        out = os.path.join(self.root, "ckpt-out")
+        self.pull("me/ckpt", "--local-dir", out)
+        for rel in ("sub/w.bin", "config.json"):
+            self.assertEqual(sha256_file(os.path.join(out, rel)),
+                             sha256_file(os.path.join(src, rel)))
+        cache = self.cache()
+        self.pull("me/ckpt@" + doc["commit"], cache=cache)
+        self.assertTrue(os.path.isdir(os.path.join(cache, "models--me--ckpt", "snapshots",
+                                                   doc["commit"])))
+        # Not in the store and not on the Hub: the Hub's answer, and what the store lacks.
+        r = self.pull("me/nothing", cache=self.cache(), code=1)
+        self.assertIn("not found", r.stderr)
+
+    def test_hub_down_falls_back_to_the_store(self):
+        info = self.fresh("offline", "w.safetensors:1M,config.json:small", 51)
+        self.pull("org/offline", cache=self.cache())
+        # Every API call fails: the revision resolves through the store's ref.
+        self.hub.faults([{"type": "503", "server": "hub", "path": "/api/*", "count": 50}])
+        cache = self.cache()
+        try:
+            self.pull("org/offline", cache=cache)
+        finally:
+            self.hub.faults([])
+        self.check_cache(cache, "model/org/offline", "main", info["commit"])
+        self.assertIn("using the store's snapshot", self.node.log_text())
+
     # --- kill -9 and resume --------------------------------------------------------------
 
     def test_kill9_resume_fetches_only_missing(self):
