@@ -1,11 +1,11 @@
 /* main.c - shoald, the Shoal node daemon.
  *
- * Parse the configuration, take the data directory, load the node's identity, open the
- * store, start the Hub client, the pull manager and the HTTP servers (the control
- * socket and --http), then run the loop until SIGINT or SIGTERM. Stopping goes in
- * reverse: HTTP servers (answering what they started), pulls (failed, their jobs
- * awaited), the threadpool work, the Hub client, the signal handles; then the store is
- * closed once nothing can use it. Peers and gossip join this sequence later.
+ * Parse the configuration, take the data directory, load the node's identity and the
+ * cluster key, open the store, start the Hub client, the pull manager and the HTTP
+ * servers (the control socket and --http), then run the loop until SIGINT or SIGTERM.
+ * Stopping goes in reverse: HTTP servers (answering what they started), pulls (failed,
+ * their jobs awaited), the threadpool work, the Hub client, the signal handles; then the
+ * store is closed once nothing can use it. Peers and gossip join this sequence later.
  */
 #include "api.h"
 #include "cfg.h"
@@ -13,6 +13,7 @@
 #include "http.h"
 #include "hub.h"
 #include "identity.h"
+#include "keyfile.h"
 #include "log.h"
 #include "pull.h"
 #include "store.h"
@@ -46,6 +47,7 @@ struct shoald {
     struct cfg cfg;
     struct identity id;
     char node_id[IDENTITY_ID_LEN + 1];
+    struct clusterkey ck;          /* for the peer transport and gossip; wiped at exit */
     struct store *store;
     int lock_fd;
     uv_loop_t loop;
@@ -178,7 +180,7 @@ static int open_node(struct shoald *d)
         .log_arg = d,
     };
     char path[CFG_PATH_MAX + 32];
-    char why[1024];
+    char why[1024], fp[CLUSTERKEY_FP_LEN + 1];
     bool created = false;
     int err;
 
@@ -200,6 +202,16 @@ static int open_node(struct shoald *d)
     identity_node_id(&d->id, d->node_id);
     if (created)
         log_msg(CFG_LOG_INFO, "created node key %s/%s", d->cfg.data_dir, IDENTITY_FILE);
+    why[0] = '\0';
+    err = keyfile_cluster_open(d->cfg.data_dir, d->cfg.cluster_key, &d->ck, &created, why,
+                               sizeof(why));
+    if (err < 0) {
+        log_msg(CFG_LOG_ERROR, "%s", why);
+        return err;
+    }
+    clusterkey_fingerprint(&d->ck, fp);
+    log_msg(CFG_LOG_INFO, "%scluster key %s (%s)", created ? "created " : "", fp,
+            d->cfg.cluster_key);
     snprintf(path, sizeof(path), "%s/%s", d->cfg.data_dir, STORE_DIR);
     err = make_dirs(path); /* so that it too is private (0700) */
     if (err < 0) {
@@ -445,6 +457,7 @@ int main(int argc, char **argv)
         log_msg(CFG_LOG_INFO, "stopped");
 out:
     identity_clear(&d.id);
+    clusterkey_clear(&d.ck);
     memset(d.token, 0, sizeof(d.token));
     if (d.lock_fd >= 0)
         close(d.lock_fd);

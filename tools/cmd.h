@@ -17,6 +17,7 @@ struct cmd {
 };
 
 extern const struct cmd cmd_hash_def;
+extern const struct cmd cmd_keygen_def;
 /* The node commands (client.h): they speak the control API. */
 extern const struct cmd cmd_status_def;
 extern const struct cmd cmd_pull_def;
