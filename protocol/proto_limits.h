@@ -25,4 +25,28 @@
 /* msgpack input: nesting deeper than this is rejected before decoding. */
 #define PROTO_MAX_DEPTH      8
 
+/* Peer protocol (docs/peer-protocol.md). A transport frame is a 2-byte big-endian
+ * length and that many bytes of Noise ciphertext (plaintext plus a 16-byte tag). */
+#define WIRE_FRAME_HDR       2u
+#define WIRE_FRAME_MAX       65535u                          /* ciphertext bytes per frame */
+#define WIRE_TAG_LEN         16u
+#define WIRE_PLAIN_MAX       (WIRE_FRAME_MAX - WIRE_TAG_LEN) /* plaintext bytes per frame */
+/* The plaintext stream is records: a 4-byte big-endian length L, L bytes of one msgpack
+ * message, then (CHUNK, SNAPSHOT, MANIFEST only) the raw payload the message declares. */
+#define WIRE_REC_HDR         4u
+#define WIRE_MSG_MAX         16384u  /* L; the largest v1 message (256 hashes) is 8,714 */
+#define WIRE_MAX_DEPTH       2       /* [type, id, [hash, ...]] */
+#define WIRE_FIELDS_MAX      16u     /* items in a message's array, checked before decoding */
+#define WIRE_CHUNKS_PER_REQ  256u    /* hashes in one GET_CHUNKS */
+#define WIRE_HAVE_PER_REQ    256u    /* hashes in one HAVE */
+#define WIRE_NODE_ID_MAX     32u     /* bytes of the node id in HELLO */
+#define WIRE_ERRMSG_MAX      512u    /* bytes of the text in ERROR */
+#define WIRE_SNAPSHOT_MAX    (64u << 20) /* SNAPSHOT payload: one snapshot v1 encoding */
+#define WIRE_MANIFEST_MAX    (64u << 20) /* MANIFEST payload: a manifest or piece list */
+/* Flow control: CHUNK payload bytes a sender may send before any CREDIT, and the most
+ * a receiver may have granted and not yet received. */
+#define WIRE_CREDIT_INIT     (4u << 20)
+#define WIRE_CREDIT_MAX      (1u << 30)
+#define WIRE_INFLIGHT_MAX    64u     /* requests one side keeps open; more may get BUSY */
+
 #endif

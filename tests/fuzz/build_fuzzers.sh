@@ -15,7 +15,7 @@ set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
 src=$(cd "$here/../.." && pwd)
 build=${SHOAL_FUZZ_BUILD:-$src/build-fuzz}
-TARGETS=(noise)
+TARGETS=(noise wire_frames wire_msgs)
 
 secs=${1:-0}
 shift || true
@@ -23,6 +23,10 @@ if [ $# -gt 0 ]; then
     TARGETS=("$@")
 fi
 
+if ! command -v "${CC:-clang}" >/dev/null; then
+    echo "build_fuzzers.sh: ${CC:-clang} not found: skipped (Debian: apt-get install clang-14 libclang-rt-14-dev)"
+    exit 77
+fi
 CC=${CC:-clang} cmake -S "$src" -B "$build" -DCMAKE_BUILD_TYPE=Debug -DSHOAL_FUZZ=ON \
     -DCMAKE_C_FLAGS="-fsanitize=fuzzer-no-link" >/dev/null
 make -C "$build" -j2 "${TARGETS[@]/#/fuzz_}" >/dev/null
@@ -45,6 +49,6 @@ if [ "$secs" -gt 0 ]; then
             echo "fuzz_$t: FAILED (status $status; log $build/fuzz_$t.log)" >&2
             exit 1
         fi
-        echo "fuzz_$t: no crash (log $build/fuzz_$t.log)"
+        echo "fuzz_$t: $(sed -n 's/^stat::number_of_executed_units: *//p' "$build/fuzz_$t.log") executions in ${secs}s, 0 crashes (log $build/fuzz_$t.log)"
     done
 fi
