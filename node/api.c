@@ -260,8 +260,9 @@ static void status_finish(struct req_job *j)
 
 /* --- /v1/pulls --------------------------------------------------------------------------------- */
 
-static const char *const pull_fields[] = {"repo",    "repo_type", "revision",  "include",
-                                          "exclude", "cache_dir", "local_dir", NULL};
+static const char *const pull_fields[] = {"repo",      "repo_type", "revision",
+                                          "include",   "exclude",   "cache_dir",
+                                          "local_dir", "from_peer", NULL};
 
 static void pull_post(struct api_env *e, struct http_req *req)
 {
@@ -284,6 +285,8 @@ static void pull_post(struct api_env *e, struct http_req *req)
         err = str_field(req, doc, "cache_dir", &r.cache_dir);
     if (err == 0)
         err = str_field(req, doc, "local_dir", &r.local_dir);
+    if (err == 0)
+        err = str_field(req, doc, "from_peer", &r.from_peer);
     if (err == 0)
         err = strv_field(req, doc, "include", inc, PULL_GLOBS_MAX, &r.n_include);
     if (err == 0)
@@ -652,6 +655,35 @@ static void metrics_finish(struct req_job *j)
         metric(&t, "shoal_store_physical_bytes", "gauge", "Bytes of distinct chunks.",
                jget(j->doc, "physical"));
     }
+    if (e->peers) {
+        struct peer_stats pst;
+
+        peer_get_stats(e->peers, &pst);
+        metric(&t, "shoal_peer_connections", "gauge", "Peer connections open.", pst.open);
+        metric(&t, "shoal_peer_accepted_total", "counter", "Peer connections accepted.",
+               pst.accepted);
+        metric(&t, "shoal_peer_connected_total", "counter", "Peer connections made.",
+               pst.connected);
+        metric(&t, "shoal_peer_handshakes_failed_total", "counter",
+               "Handshakes that failed (another cluster key, garbage, timeouts).",
+               pst.handshakes_failed);
+        metric(&t, "shoal_peer_protocol_errors_total", "counter",
+               "Connections closed for a bad frame, record or message.", pst.protocol_errors);
+        metric(&t, "shoal_peer_timeouts_total", "counter",
+               "Connections closed for silence or for not reading.", pst.timeouts);
+        metric(&t, "shoal_peer_refused_total", "counter", "Connections over the limit.",
+               pst.refused);
+        metric(&t, "shoal_peer_bad_data_total", "counter",
+               "Chunks from peers that did not match their hash.", pst.bad_data);
+        metric(&t, "shoal_peer_bytes_in_total", "counter", "Bytes read from peers.",
+               pst.bytes_in);
+        metric(&t, "shoal_peer_bytes_out_total", "counter", "Bytes sent to peers.",
+               pst.bytes_out);
+        metric(&t, "shoal_peer_chunk_bytes_served_total", "counter",
+               "Chunk bytes served to peers.", pst.chunk_bytes_served);
+        metric(&t, "shoal_peer_chunk_bytes_fetched_total", "counter",
+               "Chunk bytes fetched from peers.", pst.chunk_bytes_fetched);
+    }
     metric(&t, "shoal_pulls_active", "gauge", "Pulls running.", ps.active);
     put(&t, "# HELP shoal_pulls_total Pulls since the node started, by outcome.\n"
             "# TYPE shoal_pulls_total counter\n"
@@ -707,6 +739,11 @@ static void pulls_list(struct api_env *e, struct http_req *req)
     reply_json(req, 200, pull_list_json(e->pulls));
 }
 
+static void peers_list(struct api_env *e, struct http_req *req)
+{
+    reply_json(req, 200, e->peers ? peer_list_json(e->peers) : json_pack("{s:[]}", "peers"));
+}
+
 static const struct route {
     const char *path;
     bool post;                /* else GET (and HEAD) */
@@ -716,6 +753,7 @@ static const struct route {
     {"/v1/pulls", true, pull_post},   {"/v1/pulls", false, pulls_list},
     {"/v1/files", false, files_get},  {"/v1/imports", true, import_post},
     {"/v1/rm", true, rm_post},        {"/v1/gc", true, gc_post},
+    {"/v1/peers", false, peers_list},
 };
 
 void api_handle(void *arg, struct http_req *req)

@@ -13,6 +13,7 @@
 
 #include "http.h"
 #include "hub.h"
+#include "peer.h"
 #include "pull.h"
 #include "store.h"
 #include "work.h"
@@ -25,6 +26,7 @@ struct api_env {
     struct store *store;
     struct hub *hub;
     struct pull_mgr *pulls;
+    struct peer_mgr *peers;
     struct workq *work;
     struct http_server **http;   /* the servers whose counters /metrics shows */
     unsigned n_http;

@@ -15,6 +15,8 @@
 #include "identity.h"
 #include "keyfile.h"
 #include "log.h"
+#include "noise.h"
+#include "peer.h"
 #include "pull.h"
 #include "store.h"
 #include "work.h"
@@ -29,6 +31,7 @@
 #include <sys/file.h>
 #include <sys/stat.h>
 #include <unistd.h>
+#include <sodium.h>
 #include <uv.h>
 
 #ifndef SHOAL_VERSION
@@ -48,6 +51,8 @@ struct shoald {
     struct identity id;
     char node_id[IDENTITY_ID_LEN + 1];
     struct clusterkey ck;          /* for the peer transport and gossip; wiped at exit */
+    uint8_t psk[NOISE_KEY_LEN];    /* the Noise psk derived from it */
+    struct peer_mgr *peers;
     struct store *store;
     int lock_fd;
     uv_loop_t loop;
@@ -291,16 +296,28 @@ static void on_pulls_closed(void *arg)
     work_drain(&d->work, on_drained, d);
 }
 
+/* Peers close before pulls: their requests fail, and the pulls waiting on them see it. */
+static void on_peers_closed(void *arg)
+{
+    struct shoald *d = arg;
+
+    d->peers = NULL;
+    if (d->pulls)
+        pull_mgr_close(d->pulls, on_pulls_closed, d);
+    else
+        on_pulls_closed(d);
+}
+
 static void on_http_closed(void *arg)
 {
     struct shoald *d = arg;
 
     if (--d->http_open > 0)
         return;
-    if (d->pulls)
-        pull_mgr_close(d->pulls, on_pulls_closed, d);
+    if (d->peers)
+        peer_mgr_close(d->peers, on_peers_closed, d);
     else
-        on_pulls_closed(d);
+        on_peers_closed(d);
 }
 
 static void stop(struct shoald *d)
@@ -367,6 +384,33 @@ static int start_http(struct shoald *d, bool control)
     return err;
 }
 
+static int start_peers(struct shoald *d)
+{
+    struct peer_env pe = {
+        .loop = &d->loop,
+        .store = d->store,
+        .work = &d->work,
+        .static_sk = d->id.secret,
+        .psk = d->psk,
+        .node_id = d->node_id,
+    };
+    int err;
+
+    noise_psk_from_cluster_key(d->ck.key, d->psk);
+    err = peer_mgr_new(&pe, &d->peers);
+    if (err == 0)
+        err = peer_listen(d->peers, d->cfg.listen.host, d->cfg.listen.port);
+    if (err < 0) {
+        log_msg(CFG_LOG_ERROR, "cannot listen for peers on %s:%u (--listen): %s",
+                d->cfg.listen.host, (unsigned)d->cfg.listen.port,
+                err > -5000 ? uv_strerror(err) : shoal_strerror(err));
+        return err;
+    }
+    log_msg(CFG_LOG_INFO, "peers: listening on %s:%d", d->cfg.listen.host,
+            peer_listen_port(d->peers));
+    return 0;
+}
+
 static int start_services(struct shoald *d)
 {
     struct hub_opts ho = {
@@ -387,12 +431,17 @@ static int start_services(struct shoald *d)
     pe.store = d->store;
     pe.hub = d->hub;
     pe.work = &d->work;
+    err = start_peers(d);
+    if (err < 0)
+        return err;
+    pe.peers = d->peers;
     err = pull_mgr_new(&pe, &d->pulls);
     if (err < 0)
         return err;
     d->api = (struct api_env){
         .loop = &d->loop, .store = d->store, .hub = d->hub, .pulls = d->pulls,
-        .work = &d->work, .http = d->http, .node_id = d->node_id, .version = SHOAL_VERSION,
+        .work = &d->work, .http = d->http, .peers = d->peers, .node_id = d->node_id,
+        .version = SHOAL_VERSION,
         .data_dir = d->cfg.data_dir, .hub_endpoint = d->cfg.hub, .quota = d->cfg.quota,
         .min_free = d->cfg.min_free, .started_ms = uv_now(&d->loop),
     };
@@ -458,6 +507,7 @@ int main(int argc, char **argv)
 out:
     identity_clear(&d.id);
     clusterkey_clear(&d.ck);
+    sodium_memzero(d.psk, sizeof(d.psk));
     memset(d.token, 0, sizeof(d.token));
     if (d.lock_fd >= 0)
         close(d.lock_fd);

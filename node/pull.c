@@ -21,9 +21,11 @@
 #include "export.h"
 #include "hasher.h"
 #include "log.h"
+#include "manifest.h"
 #include "proto_limits.h"
 #include "sha256.h"
 #include "snapshot.h"
+#include "wire.h"
 
 #include <errno.h>
 #include <fnmatch.h>
@@ -60,6 +62,9 @@ struct piece {
     bool stored;
     bool putting;
     bool hashed;           /* fed to the file's sha256 */
+    bool peer_busy;        /* a peer fetch writes into buf */
+    bool have_want;        /* from a peer: the piece hash its manifest gave */
+    uint8_t want[CHASH_LEN];
 };
 
 struct pfile {
@@ -119,6 +124,7 @@ struct pull {
      * hub_why says why the Hub was not used ("" when it was not asked). */
     bool local;
     char hub_why[600];
+    char peer[PEER_ADDR_MAX];  /* --from-peer: everything from this node, nothing from the Hub */
 };
 
 struct pull_mgr {
@@ -218,7 +224,7 @@ static void fail(struct pull *p, const char *fmt, ...)
                 pc->req = NULL;
                 p->fetching--;
             }
-            if (!pc->putting && !(f->sha_busy && f->sha_next == k))
+            if (!pc->putting && !pc->peer_busy && !(f->sha_busy && f->sha_next == k))
                 release_buf(m, pc);
         }
         if (f->state != F_STORED)
@@ -524,6 +530,7 @@ struct put_job {
     struct piece *pc;
     uint8_t id[STORE_ID_LEN];
     const uint8_t *buf;
+    const uint8_t *want;   /* the piece hash a peer's manifest gave; NULL: none */
     bool small;            /* a whole non-LFS file: check, name, store, complete */
     uint8_t oid[GIT_OID_LEN];
     uint64_t size;
@@ -532,7 +539,7 @@ struct put_job {
 };
 
 static int put_chunks(struct store *s, const uint8_t id[STORE_ID_LEN], uint32_t index,
-                      const uint8_t *buf, uint32_t len)
+                      const uint8_t *buf, uint32_t len, const uint8_t *want)
 {
     struct hasher_piece *hp;
     struct store_chunk *c;
@@ -552,6 +559,11 @@ static int put_chunks(struct store *s, const uint8_t id[STORE_ID_LEN], uint32_t 
     hp->index = index;
     hp->offset = (uint64_t)index * PROTO_PIECE_LEN;
     hasher_piece_compute(hp, buf, len);
+    if (want && memcmp(hp->hash, want, CHASH_LEN) != 0) {
+        free(c);
+        free(hp);
+        return SHOAL_EHASH; /* a peer's bytes do not make the piece its manifest names */
+    }
     for (k = 0; k < hp->n_chunks; k++) {
         memcpy(c[k].hash, hp->chunks[k].hash, CHASH_LEN);
         c[k].len = (uint32_t)hp->chunks[k].len;
@@ -582,7 +594,7 @@ static void put_run(void *arg)
             j->err = store_hold(s, j->id);
     }
     if (j->err == 0)
-        j->err = put_chunks(s, j->id, j->pc->index, j->buf, j->pc->len);
+        j->err = put_chunks(s, j->id, j->pc->index, j->buf, j->pc->len, j->want);
     if (j->err == 0 && j->small)
         j->err = store_complete_file(s, j->id, j->size);
 }
@@ -613,6 +625,12 @@ static void put_done(void *arg)
         release_buf(p->m, pc);
         refetch_file(f, "content does not match its git blob id");
         schedule(p->m);
+        return;
+    }
+    if (err == SHOAL_EHASH && p->peer[0]) {
+        peer_blame(p->m->env.peers, p->peer, "a piece that does not match its hash");
+        release_buf(p->m, pc);
+        fail(p, "%s: peer %s served bytes that do not match their hashes", f->path, p->peer);
         return;
     }
     if (err < 0) {
@@ -648,7 +666,8 @@ static void start_put(struct piece *pc)
         fail(p, "out of memory");
         return;
     }
-    *j = (struct put_job){.pc = pc, .buf = pc->buf, .small = !f->lfs, .size = f->size};
+    *j = (struct put_job){.pc = pc, .buf = pc->buf, .small = !f->lfs, .size = f->size,
+                          .want = pc->have_want ? pc->want : NULL};
     memcpy(j->id, f->id, STORE_ID_LEN);
     memcpy(j->oid, f->oid, GIT_OID_LEN);
     if (pull_queue(p, put_run, put_done, j) < 0) {
@@ -697,6 +716,8 @@ static void on_piece_done(void *arg, int err, const struct hub_result *res)
     sha_advance(f);
 }
 
+static int peer_fetch(struct piece *pc);
+
 static int start_fetch(struct piece *pc)
 {
     struct pfile *f = pc->f;
@@ -704,6 +725,8 @@ static int start_fetch(struct piece *pc)
     char path[3 * STORE_PATH_MAX + 1], url[HUB_URL_MAX];
     int n, err;
 
+    if (p->peer[0])
+        return peer_fetch(pc);
     if (hub_escape(f->path, true, path, sizeof(path)) < 0)
         return -ENAMETOOLONG;
     n = snprintf(url, sizeof(url), "/%s%s/resolve/%s/%s", url_prefix(p->type), p->repo,
@@ -724,6 +747,264 @@ static int start_fetch(struct piece *pc)
     pc->started = true;
     if (f->state == F_QUEUED)
         f->state = F_FETCHING;
+    return 0;
+}
+
+/* --- pieces from a peer (--from-peer) ------------------------------------------------------
+ *
+ * One piece: its chunk list from the peer (GET_MANIFEST of the piece), the chunks the
+ * store holds read into the piece buffer, the others fetched (GET_CHUNKS, in batches)
+ * into their places; then the ordinary put job recomputes the chunks and the piece hash
+ * from the bytes and refuses a piece that does not match the hash the peer named. */
+
+struct peer_fetch {
+    struct piece *pc;
+    struct pull *p;
+    struct manifest_piece mp;
+    struct chash_leaf *chunks;
+    uint32_t *off;                 /* each chunk's offset in the piece */
+    bool *have;                    /* held by our store */
+    uint32_t *missing;             /* indexes of the chunks to fetch */
+    uint32_t n_missing;
+    unsigned out;                  /* requests and jobs out */
+    int err;
+    char why[600];
+    uint8_t id[STORE_ID_LEN];
+};
+
+struct peer_batch {
+    struct peer_fetch *pf;
+    uint32_t first;                /* into pf->missing */
+};
+
+static void pf_free(struct peer_fetch *pf)
+{
+    free(pf->chunks);
+    free(pf->off);
+    free(pf->have);
+    free(pf->missing);
+    free(pf);
+}
+
+/* One of the piece's requests or jobs is back: the last one decides. */
+static void pf_back(struct peer_fetch *pf)
+{
+    struct piece *pc = pf->pc;
+    struct pull *p = pf->p;
+
+    if (--pf->out > 0)
+        return;
+    pc->peer_busy = false;
+    if (!active(p)) {
+        release_buf(p->m, pc);
+    } else if (pf->err < 0) {
+        release_buf(p->m, pc);
+        fail(p, "%s: piece %" PRIu32 " from peer %s: %s", pc->f->path, pc->index, p->peer,
+             pf->why[0] ? pf->why : shoal_strerror(pf->err));
+    } else {
+        pc->got = pc->len;
+        memcpy(pc->want, pf->mp.hash, CHASH_LEN);
+        pc->have_want = true;
+        start_put(pc);
+        sha_advance(pc->f);
+    }
+    pf_free(pf);
+    p->jobs--;
+    maybe_closed(p->m);
+}
+
+static void pf_fail(struct peer_fetch *pf, int err, const char *why)
+{
+    if (pf->err == 0) {
+        pf->err = err;
+        snprintf(pf->why, sizeof(pf->why), "%s", why ? why : shoal_strerror(err));
+    }
+}
+
+static void on_chunk_data(void *arg, uint32_t i, uint32_t off, uint32_t total,
+                          const uint8_t *data, size_t len)
+{
+    struct peer_batch *b = arg;
+    struct peer_fetch *pf = b->pf;
+    uint32_t k = pf->missing[b->first + i];
+
+    if (total != pf->chunks[k].len || off + len > total) {
+        pf_fail(pf, SHOAL_EPEER, "a chunk of the wrong length");
+        return;
+    }
+    if (active(pf->p) && pf->err == 0) {
+        memcpy(pf->pc->buf + pf->off[k] + off, data, len);
+        pf->p->bytes_fetched += len;
+        pf->p->m->bytes_fetched += len;
+    }
+}
+
+static void on_chunk_missing(void *arg, uint32_t i)
+{
+    struct peer_batch *b = arg;
+
+    (void)i;
+    pf_fail(b->pf, -ENOENT, "the peer does not hold all of it");
+}
+
+static void on_chunks_done(void *arg, int err, const char *why)
+{
+    struct peer_batch *b = arg;
+    struct peer_fetch *pf = b->pf;
+
+    free(b);
+    if (err < 0)
+        pf_fail(pf, err, why);
+    pf_back(pf);
+}
+
+static void pf_request_chunks(struct peer_fetch *pf)
+{
+    static const struct peer_chunks_cb cb = {on_chunk_data, on_chunk_missing, on_chunks_done};
+    uint8_t(*hashes)[32] = malloc(WIRE_CHUNKS_PER_REQ * sizeof(*hashes));
+    uint32_t first, n, i;
+    int err;
+
+    for (first = 0; hashes && first < pf->n_missing && pf->err == 0; first += n) {
+        struct peer_batch *b = malloc(sizeof(*b));
+
+        n = pf->n_missing - first < WIRE_CHUNKS_PER_REQ ? pf->n_missing - first
+                                                         : WIRE_CHUNKS_PER_REQ;
+        for (i = 0; i < n; i++)
+            memcpy(hashes[i], pf->chunks[pf->missing[first + i]].hash, 32);
+        if (!b) {
+            pf_fail(pf, -ENOMEM, NULL);
+            break;
+        }
+        *b = (struct peer_batch){.pf = pf, .first = first};
+        err = peer_get_chunks(pf->p->m->env.peers, pf->p->peer,
+                              (const uint8_t(*)[32])hashes, n, &cb, b);
+        if (err < 0) {
+            free(b);
+            pf_fail(pf, err, NULL);
+            break;
+        }
+        pf->out++;
+    }
+    if (!hashes)
+        pf_fail(pf, -ENOMEM, NULL);
+    free(hashes);
+}
+
+/* On the pool: which chunks the store holds, and their bytes into the buffer. */
+static int pf_copy(void *arg, size_t i, const uint8_t *data, size_t len)
+{
+    struct peer_fetch *pf = arg;
+
+    if (data && len == pf->chunks[i].len) {
+        memcpy(pf->pc->buf + pf->off[i], data, len);
+        pf->have[i] = true;
+    }
+    return 0;
+}
+
+static void pf_local_run(void *arg)
+{
+    struct peer_fetch *pf = arg;
+    struct store *s = pf->p->m->env.store;
+    uint8_t(*hashes)[CHASH_LEN] = malloc(pf->mp.n_chunks * sizeof(*hashes));
+    uint32_t i;
+
+    if (!hashes) {
+        pf->err = -ENOMEM;
+        return;
+    }
+    for (i = 0; i < pf->mp.n_chunks; i++)
+        memcpy(hashes[i], pf->chunks[i].hash, CHASH_LEN);
+    pf->err = store_get_chunks(s, (const uint8_t(*)[CHASH_LEN])hashes, pf->mp.n_chunks,
+                               pf_copy, pf);
+    free(hashes);
+}
+
+static void pf_local_done(void *arg)
+{
+    struct peer_fetch *pf = arg;
+    uint32_t i;
+
+    if (pf->err == 0 && active(pf->p)) {
+        for (i = 0; i < pf->mp.n_chunks; i++)
+            if (!pf->have[i])
+                pf->missing[pf->n_missing++] = i;
+        pf_request_chunks(pf);
+    } else if (pf->err < 0) {
+        snprintf(pf->why, sizeof(pf->why), "reading the store: %s", shoal_strerror(pf->err));
+    }
+    pf_back(pf);
+}
+
+static void on_piece_manifest(void *arg, int err, const char *why, const uint8_t *data,
+                              size_t len)
+{
+    struct peer_fetch *pf = arg;
+    uint64_t off = 0;
+    uint32_t i;
+
+    if (err == 0 && active(pf->p)) {
+        err = manifest_piece_decode(&pf->mp, &pf->chunks, data, len);
+        for (i = 0; err == 0 && i < pf->mp.n_chunks; i++)
+            off += pf->chunks[i].len;
+        if (err == 0 && (off != pf->pc->len || pf->mp.len != pf->pc->len))
+            err = SHOAL_EFORMAT;
+        if (err < 0)
+            why = "its chunk list does not fit the piece";
+    }
+    if (err < 0) {
+        pf_fail(pf, err, why);
+    } else if (active(pf->p)) {
+        pf->off = malloc(pf->mp.n_chunks * sizeof(*pf->off));
+        pf->have = calloc(pf->mp.n_chunks, sizeof(*pf->have));
+        pf->missing = malloc(pf->mp.n_chunks * sizeof(*pf->missing));
+        if (!pf->off || !pf->have || !pf->missing) {
+            pf_fail(pf, -ENOMEM, NULL);
+        } else {
+            for (i = 0, off = 0; i < pf->mp.n_chunks; i++) {
+                pf->off[i] = (uint32_t)off;
+                off += pf->chunks[i].len;
+            }
+            if (work_queue(pf->p->m->env.work, pf_local_run, pf_local_done, pf) == 0)
+                pf->out++;
+            else
+                pf_fail(pf, -ESHUTDOWN, "the node is stopping");
+        }
+    }
+    pf_back(pf);
+}
+
+static int peer_fetch(struct piece *pc)
+{
+    struct pull *p = pc->f->p;
+    struct peer_fetch *pf = calloc(1, sizeof(*pf));
+    int err;
+
+    if (!pf)
+        return -ENOMEM;
+    pc->buf = get_buf(p->m);
+    if (!pc->buf) {
+        free(pf);
+        return -ENOMEM;
+    }
+    pf->pc = pc;
+    pf->p = p;
+    pf->out = 1;
+    memcpy(pf->id, pc->f->id, STORE_ID_LEN);
+    err = peer_get_manifest(p->m->env.peers, p->peer, pc->f->id, pc->index, on_piece_manifest,
+                            pf);
+    if (err < 0) {
+        release_buf(p->m, pc);
+        free(pf);
+        return err;
+    }
+    p->jobs++; /* counted like a job: the pull outlives its callbacks */
+    pc->peer_busy = true;
+    pc->started = true;
+    pc->got = 0;
+    if (pc->f->state == F_QUEUED)
+        pc->f->state = F_FETCHING;
     return 0;
 }
 
@@ -1267,7 +1548,9 @@ static void local_run(void *arg)
 static int add_file(struct pull *p, const char *path, uint64_t size, bool lfs,
                     const char *sha256, const char *oid);
 
-static int add_local_files(struct pull *p, const struct snapshot *snap)
+/* all_pieces: fetch every file by pieces and check it by sha256 (files from a peer,
+ * whose ids are all known), rather than small ones whole by git blob id. */
+static int add_snapshot_files(struct pull *p, const struct snapshot *snap, bool all_pieces)
 {
     char sha[2 * STORE_ID_LEN + 1];
     uint32_t i;
@@ -1275,7 +1558,7 @@ static int add_local_files(struct pull *p, const struct snapshot *snap)
 
     for (i = 0; i < snap->n_files; i++) {
         const struct snapshot_file *f = &snap->files[i];
-        bool lfs = strlen(f->etag) == 2 * STORE_ID_LEN;
+        bool lfs = all_pieces || strlen(f->etag) == 2 * STORE_ID_LEN;
 
         if (!selected(p, f->path))
             continue;
@@ -1285,6 +1568,8 @@ static int add_local_files(struct pull *p, const struct snapshot *snap)
             return err;
         memcpy(p->files[p->n_files - 1].id, f->sha256, STORE_ID_LEN);
         p->files[p->n_files - 1].id_known = true;
+        /* The Hub's etag, whatever the way of fetching: it names the cache blob. */
+        snprintf(p->files[p->n_files - 1].etag, sizeof(p->files[0].etag), "%s", f->etag);
     }
     return 0;
 }
@@ -1298,7 +1583,7 @@ static void local_done(void *arg)
     if (j->found && active(p)) {
         memcpy(p->commit, j->commit, sizeof(p->commit));
         p->local = true;
-        err = add_local_files(p, &j->snap);
+        err = add_snapshot_files(p, &j->snap, false);
         log_msg(CFG_LOG_WARN, "pull %" PRIu32 ": %s; using the store's snapshot %s", p->id,
                 p->hub_why, p->commit);
     }
@@ -1375,6 +1660,63 @@ static int resolve(struct pull *p)
     if (n < 0 || (size_t)n >= sizeof(url))
         return -ENAMETOOLONG;
     return hub_get_json(p->m->env.hub, url, on_revision, p, &p->api);
+}
+
+/* --- the snapshot from a peer --------------------------------------------------------------- */
+
+static void on_peer_snapshot(void *arg, int err, const char *why, const uint8_t *data,
+                             size_t len)
+{
+    struct pull *p = arg;
+    struct snapshot snap;
+    bool ok = false;
+
+    p->jobs--;
+    if (!active(p)) {
+        maybe_closed(p->m);
+        return;
+    }
+    if (err == 0) {
+        err = snapshot_decode(&snap, data, len);
+        if (err < 0)
+            why = "its snapshot does not decode";
+        else if (strcmp(snap.repo, p->srepo) != 0 ||
+                 (snapshot_commit_ok(p->rev) && strcmp(snap.commit, p->rev) != 0))
+            why = "it answered with another snapshot";
+        else
+            ok = true;
+    }
+    if (ok) {
+        memcpy(p->commit, snap.commit, sizeof(p->commit));
+        p->state = P_LISTING;
+        err = add_snapshot_files(p, &snap, true);
+        if (err < 0)
+            fail(p, "out of memory");
+        else if (p->n_files == 0)
+            fail(p, "no file of %s@%s on peer %s matches the --include/--exclude patterns",
+                 p->repo, p->rev, p->peer);
+        else
+            start_survey(p);
+    } else {
+        if (err == SHOAL_EPEER || err == SHOAL_EFORMAT)
+            peer_blame(p->m->env.peers, p->peer, why ? why : "a bad snapshot");
+        fail(p, "peer %s: %s@%s: %s", p->peer, p->repo, p->rev,
+             err == -ENOENT ? "the peer does not hold this snapshot"
+                            : why ? why : shoal_strerror(err));
+    }
+    if (err == 0 || ok)
+        snapshot_release(&snap);
+    maybe_closed(p->m);
+}
+
+static int peer_resolve(struct pull *p)
+{
+    int err = peer_get_snapshot(p->m->env.peers, p->peer, p->srepo, p->rev, on_peer_snapshot,
+                                p);
+
+    if (err == 0)
+        p->jobs++;
+    return err;
 }
 
 /* --- the manager ----------------------------------------------------------------------------- */
@@ -1503,13 +1845,14 @@ static struct pull *find_same(struct pull_mgr *m, const struct pull_req *r)
             strcmp(p->rev, r->revision) == 0 &&
             same_strv(p->include, p->n_include, r->include, r->n_include) &&
             same_strv(p->exclude, p->n_exclude, r->exclude, r->n_exclude) &&
-            same_opt(p->cache_dir, r->cache_dir) && same_opt(p->local_dir, r->local_dir))
+            same_opt(p->cache_dir, r->cache_dir) && same_opt(p->local_dir, r->local_dir) &&
+            same_opt(p->peer[0] ? p->peer : NULL, r->from_peer))
             return p;
     }
     return NULL;
 }
 
-static int check_req(const struct pull_req *r, char *why, size_t why_len)
+static int check_req(const struct pull_req *r, bool m_has_peers, char *why, size_t why_len)
 {
     char srepo[SNAPSHOT_REPO_MAX + 2];
     unsigned i;
@@ -1541,6 +1884,15 @@ static int check_req(const struct pull_req *r, char *why, size_t why_len)
             snprintf(why, why_len, "a pattern is empty or longer than %u bytes", PULL_GLOB_LEN);
             return -EINVAL;
         }
+    }
+    if (r->from_peer && (!r->from_peer[0] || strlen(r->from_peer) >= PEER_ADDR_MAX ||
+                         !strchr(r->from_peer, ':'))) {
+        snprintf(why, why_len, "from_peer must be HOST:PORT");
+        return -EINVAL;
+    }
+    if (r->from_peer && !m_has_peers) {
+        snprintf(why, why_len, "this node has no peer transport");
+        return -EINVAL;
     }
     if (!r->cache_dir == !r->local_dir) {
         snprintf(why, why_len, "give exactly one of cache_dir and local_dir");
@@ -1577,7 +1929,7 @@ int pull_start(struct pull_mgr *m, const struct pull_req *r, uint32_t *id, char 
         snprintf(why, why_len, "the node is stopping");
         return -ESHUTDOWN;
     }
-    err = check_req(r, why, why_len);
+    err = check_req(r, m->env.peers != NULL, why, why_len);
     if (err < 0)
         return err;
     p = find_same(m, r);
@@ -1593,6 +1945,8 @@ int pull_start(struct pull_mgr *m, const struct pull_req *r, uint32_t *id, char 
     snprintf(p->type, sizeof(p->type), "%s", r->repo_type);
     snprintf(p->srepo, sizeof(p->srepo), "%s/%s", r->repo_type, r->repo);
     snprintf(p->rev, sizeof(p->rev), "%s", r->revision);
+    if (r->from_peer)
+        snprintf(p->peer, sizeof(p->peer), "%s", r->from_peer);
     p->cache_dir = dup_str(r->cache_dir);
     p->local_dir = dup_str(r->local_dir);
     p->n_include = r->n_include;
@@ -1612,9 +1966,15 @@ int pull_start(struct pull_mgr *m, const struct pull_req *r, uint32_t *id, char 
     p->next = m->pulls;
     m->pulls = p;
     log_msg(CFG_LOG_INFO, "pull %" PRIu32 ": %s %s@%s", p->id, p->type, p->repo, p->rev);
-    err = resolve(p);
-    if (err < 0)
-        fail(p, "cannot ask the Hub: %s", strerror(-err));
+    if (p->peer[0]) {
+        err = peer_resolve(p);
+        if (err < 0)
+            fail(p, "cannot ask peer %s: %s", p->peer, strerror(-err));
+    } else {
+        err = resolve(p);
+        if (err < 0)
+            fail(p, "cannot ask the Hub: %s", strerror(-err));
+    }
     trim(m);
     *id = p->id;
     return 0;

@@ -23,6 +23,7 @@
 #define SHOAL_PULL_H
 
 #include "hub.h"
+#include "peer.h"
 #include "store.h"
 #include "work.h"
 
@@ -46,6 +47,7 @@ struct pull_env {
     struct store *store;
     struct hub *hub;
     struct workq *work;
+    struct peer_mgr *peers;   /* for pulls --from-peer */
     unsigned max_buffers; /* piece buffers in all (and so range requests in flight) */
 };
 
@@ -57,6 +59,7 @@ struct pull_req {
     unsigned n_include;
     const char *const *exclude;
     unsigned n_exclude;
+    const char *from_peer;  /* "HOST:PORT": everything from that node, nothing from the Hub */
     const char *cache_dir;  /* exactly one of these two: absolute paths */
     const char *local_dir;
 };

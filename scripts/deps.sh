@@ -9,6 +9,7 @@ packages=(
     libssl-dev libjansson-dev            # libraries (OpenSSL for sha256, jansson for JSON)
     libhttp-parser-dev                   # the node's HTTP server (no pkg-config file)
     b3sum python3                        # tests: BLAKE3 cross-checks, test scripts
+    iperf3                               # benchmarks: raw TCP next to the peer transport
 )
 
 missing=()

@@ -50,9 +50,8 @@ void store__file_put(struct store *s, rocksdb_writebatch_t *b, const struct stor
                               (const char *)val, sizeof(val));
 }
 
-/* Reads and decodes piece `index` of `file`. */
-static int piece_get(struct store *s, const uint8_t file[STORE_ID_LEN], uint32_t index,
-                     struct manifest_piece *p, struct chash_leaf **chunks)
+int store_get_piece(struct store *s, const uint8_t file[static STORE_ID_LEN], uint32_t index,
+                    struct manifest_piece *p, struct chash_leaf **chunks)
 {
     uint8_t key[PIECE_KEY_LEN];
     char *val;
@@ -91,7 +90,7 @@ int store_complete_file(struct store *s, const uint8_t file[static STORE_ID_LEN]
         return r == SHOAL_ELIMIT ? -EINVAL : r;
     memcpy(m.sha256, file, STORE_ID_LEN);
     for (i = 0; i < m.n_pieces; i++) {
-        r = piece_get(s, file, i, &p, &chunks);
+        r = store_get_piece(s, file, i, &p, &chunks);
         if (r < 0)
             goto out;
         r = p.len == m.pieces[i].len ? manifest_set_piece(&m, i, p.hash, chunks, p.n_chunks)
@@ -197,7 +196,7 @@ int store_read_piece(struct store *s, const uint8_t file[static STORE_ID_LEN], u
     uint32_t k;
     int r;
 
-    r = piece_get(s, file, index, &p, &chunks);
+    r = store_get_piece(s, file, index, &p, &chunks);
     if (r < 0)
         return r;
     for (k = 0; k < p.n_chunks && r == 0; k++)

@@ -123,6 +123,11 @@ typedef int (*store_read_cb)(void *arg, const uint8_t *data, size_t len);
 int store_read_file(struct store *s, const uint8_t file[static STORE_ID_LEN], store_read_cb cb,
                     void *arg);
 
+/* The record of stored piece `index` of `file` (complete or not): its hash, length and
+ * chunk list (*chunks malloc'd, the caller frees it). Errors: -ENOENT, SHOAL_EFORMAT. */
+int store_get_piece(struct store *s, const uint8_t file[static STORE_ID_LEN], uint32_t index,
+                    struct manifest_piece *p, struct chash_leaf **chunks);
+
 /* Streams the bytes of stored piece `index` of `file` (complete or not) in order, one
  * chunk per call, without copies, as store_read_file does. Errors: -ENOENT (the piece
  * or one of its chunks is not stored), SHOAL_EFORMAT, SHOAL_ESTORE. */

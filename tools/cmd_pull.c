@@ -30,7 +30,8 @@
 
 static const char usage[] =
     "Usage: shoal [--data-dir DIR | --socket PATH] pull REPO[@REV] [--include GLOB]...\n"
-    "           [--exclude GLOB]... [--local-dir DIR] [--repo-type TYPE] [--json]\n"
+    "           [--exclude GLOB]... [--local-dir DIR] [--repo-type TYPE]\n"
+    "           [--from-peer HOST:PORT] [--json]\n"
     "\n"
     "Has the local node pull a repository from the Hub (or from the cluster) into its\n"
     "store, then export the files, and follows the pull until it ends. REPO is org/name\n"
@@ -48,6 +49,10 @@ static const char usage[] =
     "  --local-dir DIR   export into DIR (relative to the working directory) rather\n"
     "                    than into the hub cache\n"
     "  --repo-type TYPE  model (default), dataset or space\n"
+    "  --from-peer HOST:PORT\n"
+    "                    take the snapshot and every byte from that node (its peer\n"
+    "                    port) instead of the Hub; a debugging aid until nodes find\n"
+    "                    each other. Both nodes need the same cluster key.\n"
     "  --json            the final pull object as one JSON document on standard\n"
     "                    output, nothing else there\n"
     "  -h, --help        this help\n"
@@ -65,6 +70,7 @@ struct pull_args {
     json_t *include, *exclude;
     char *local_dir; /* absolute */
     char *cache_dir; /* absolute; when no local_dir */
+    const char *from_peer;
     bool json;
 };
 
@@ -93,6 +99,7 @@ static int parse(struct pull_args *a, int argc, char **argv)
         {"exclude", required_argument, NULL, 'x'},
         {"local-dir", required_argument, NULL, 'l'},
         {"repo-type", required_argument, NULL, 't'},
+        {"from-peer", required_argument, NULL, 'p'},
         {"json", no_argument, NULL, 'j'},
         {"help", no_argument, NULL, 'h'},
         {NULL, 0, NULL, 0},
@@ -117,6 +124,13 @@ static int parse(struct pull_args *a, int argc, char **argv)
             break;
         case 't':
             a->repo_type = optarg;
+            break;
+        case 'p':
+            if (!*optarg || !strchr(optarg, ':')) {
+                tool_err("pull", "--from-peer wants HOST:PORT, not '%s'", optarg);
+                return tool_usage(&cmd_pull_def);
+            }
+            a->from_peer = optarg;
             break;
         case 'j':
             a->json = true;
@@ -164,6 +178,8 @@ static json_t *request(const struct pull_args *a)
         err |= json_object_set(r, "include", a->include);
     if (json_array_size(a->exclude))
         err |= json_object_set(r, "exclude", a->exclude);
+    if (a->from_peer)
+        err |= json_object_set_new(r, "from_peer", json_string(a->from_peer));
     if (a->local_dir)
         err |= json_object_set_new(r, "local_dir", json_string(a->local_dir));
     else

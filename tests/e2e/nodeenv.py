@@ -114,7 +114,7 @@ class Node:
         self.sock = os.path.join(self.dir, "shoald.sock")
         self.logpath = os.path.join(root, name + ".log")
         self.args = [SHOALD, "--data-dir", self.dir, "--hub", hub_url, "--http", "127.0.0.1:0",
-                     "--log-level", "debug", *extra]
+                     "--listen", "127.0.0.1:0", "--log-level", "debug", *extra]
         self.proc = None
         self.start()
 
@@ -163,6 +163,14 @@ class Node:
         if self.proc:
             self.log.close()
         return self.proc.returncode if self.proc else None
+
+    def peer_addr(self):
+        """The address its peer port listens on, from its log."""
+        import re
+        m = re.findall(r"peers: listening on (\S+)", self.log_text())
+        if not m:
+            raise AssertionError("no peer listening line in " + self.logpath)
+        return m[-1]
 
     def log_text(self):
         with open(self.logpath, errors="replace") as f:

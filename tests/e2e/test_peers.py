@@ -1,0 +1,107 @@
+"""test_peers.py - two nodes of one cluster: a pull --from-peer, and peers that are not.
+
+Node A pulls a model from the test hub; node B, holding the same cluster key, pulls it
+from A with --from-peer and must take nothing from the Hub. A node with another key is
+refused by the handshake; bytes that are not a handshake, or silence, get the
+connection closed with a log line, and A goes on serving.
+"""
+import json
+import os
+import socket
+import subprocess
+import time
+import unittest
+
+import nodeenv
+from nodeenv import Hub, Node
+from test_pull import sha256_file
+
+
+class PeersTest(unittest.TestCase):
+    @classmethod
+    def setUpClass(cls):
+        cls.root = nodeenv.tmpdir()
+        hubroot = os.path.join(cls.root, "hub")
+        os.makedirs(hubroot)
+        cls.hub = Hub(hubroot)
+        cls.model = cls.hub.make("model/org/m", "w-1.safetensors:40M,w-2.safetensors:7M,"
+                                 "config.json:small", "--seed", "5", "--tag", "v1")
+        cls.key = os.path.join(cls.root, "cluster.key")
+        subprocess.run([nodeenv.SHOAL, "keygen", cls.key], check=True, capture_output=True)
+        extra = ("--cluster-key", cls.key, "--hub-timeout", "2")
+        cls.a = Node(cls.root, cls.hub.url, "a", extra=extra + ("--log-level", "debug"))
+        cls.b = Node(cls.root, cls.hub.url, "b", extra=extra)
+
+    @classmethod
+    def tearDownClass(cls):
+        for n in (cls.a, cls.b):
+            n.stop()
+        cls.hub.stop()
+        if not os.environ.get("SHOAL_KEEP_TMP"):
+            nodeenv.rmtree(cls.root)
+
+    def pull(self, node, *args, code=0, cache=None):
+        env = {"HF_HUB_CACHE": cache} if cache else {}
+        r = node.shoal("pull", *args, env=env)
+        self.assertEqual(r.returncode, code, r.stderr[-3000:])
+        return r
+
+    def test_a_pull_from_peer_takes_nothing_from_the_hub(self):
+        commit = self.model["commit"]
+        self.pull(self.a, "org/m", cache=os.path.join(self.root, "cache-a"))
+        self.hub.reset()
+        cache = os.path.join(self.root, "cache-b")
+        r = self.pull(self.b, "org/m@" + commit, "--from-peer", self.a.peer_addr(), "--json",
+                      cache=cache)
+        doc = json.loads(r.stdout)
+        self.assertEqual(doc["state"], "done")
+        st = self.hub.stats()
+        self.assertEqual(st["servers"]["hub"]["requests"], 0)
+        self.assertEqual(st["servers"]["cdn"]["requests"], 0)
+        snap = os.path.join(cache, "models--org--m", "snapshots", commit)
+        for rel, f in self.model["files"].items():
+            self.assertEqual(sha256_file(os.path.join(snap, rel)), f["sha256"], rel)
+        # A branch name resolves through the peer's refs.
+        out = os.path.join(self.root, "local-b")
+        self.pull(self.b, "org/m@v1", "--from-peer", self.a.peer_addr(), "--local-dir", out)
+        self.assertEqual(sha256_file(os.path.join(out, "w-2.safetensors")),
+                         self.model["files"]["w-2.safetensors"]["sha256"])
+        st, peers = self.b.api("GET", "/v1/peers")
+        self.assertEqual(st, 200)
+        st, text = self.a.api("GET", "/metrics")
+        self.assertIn("shoal_peer_chunk_bytes_served_total", text)
+
+    def test_b_unknown_snapshot_is_a_clear_error(self):
+        r = self.pull(self.b, "org/nothing@" + "0" * 40, "--from-peer", self.a.peer_addr(),
+                      code=1, cache=os.path.join(self.root, "cache-x"))
+        self.assertIn("does not hold", r.stderr)
+
+    def test_c_other_cluster_key_is_refused(self):
+        key2 = os.path.join(self.root, "other.key")
+        subprocess.run([nodeenv.SHOAL, "keygen", key2], check=True, capture_output=True)
+        c = Node(self.root, self.hub.url, "c", extra=("--cluster-key", key2))
+        try:
+            r = self.pull(c, "org/m@" + self.model["commit"], "--from-peer",
+                          self.a.peer_addr(), code=1, cache=os.path.join(self.root, "cache-c"))
+            self.assertIn("peer", r.stderr)
+        finally:
+            c.stop()
+        nodeenv.wait_until(lambda: "handshake failed" in self.a.log_text(),
+                           "A to log the failed handshake", timeout=20)
+
+    def test_d_garbage_and_silence_close_only_that_connection(self):
+        host, port = self.a.peer_addr().rsplit(":", 1)
+        # A frame length of 0 is not a frame.
+        s = socket.create_connection((host, int(port)), timeout=10)
+        s.sendall(b"\x00\x00garbage")
+        self.assertEqual(s.recv(100), b"")  # closed by A
+        s.close()
+        nodeenv.wait_until(lambda: "bad frame" in self.a.log_text() or
+                           "handshake failed" in self.a.log_text(), "A to log it", timeout=20)
+        # A served commit still works meanwhile.
+        st, doc = self.a.api("GET", "/v1/status")
+        self.assertEqual(st, 200)
+
+
+if __name__ == "__main__":
+    unittest.main()
