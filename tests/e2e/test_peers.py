@@ -61,9 +61,9 @@ class PeersTest(unittest.TestCase):
         snap = os.path.join(cache, "models--org--m", "snapshots", commit)
         for rel, f in self.model["files"].items():
             self.assertEqual(sha256_file(os.path.join(snap, rel)), f["sha256"], rel)
-        # A branch name resolves through the peer's refs.
+        # A branch name resolves through the refs of the peer (it pulled main).
         out = os.path.join(self.root, "local-b")
-        self.pull(self.b, "org/m@v1", "--from-peer", self.a.peer_addr(), "--local-dir", out)
+        self.pull(self.b, "org/m@main", "--from-peer", self.a.peer_addr(), "--local-dir", out)
         self.assertEqual(sha256_file(os.path.join(out, "w-2.safetensors")),
                          self.model["files"]["w-2.safetensors"]["sha256"])
         st, peers = self.b.api("GET", "/v1/peers")
