@@ -31,7 +31,7 @@ cpu_ticks() { awk '{ print $14 + $15 }' "/proc/$1/stat"; }
 
 start_node() { # NAME -> PID in $npid
     "$SHOALD" --data-dir "$WORK/$1" --cluster-key "$WORK/cluster.key" --hub http://127.0.0.1:9 \
-        --listen 127.0.0.1:0 --http 127.0.0.1:0 --log-level info 2>"$WORK/$1.log" &
+        --listen 127.0.0.1:0 --http 127.0.0.1:0 --log-level info ${SHOALD_ARGS:-} 2>"$WORK/$1.log" &
     npid=$!
     PIDS+=($npid)
     local i
