@@ -92,6 +92,8 @@ struct conn {
     enum conn_state state;
     int handles;                    /* open uv handles */
     unsigned jobs;                  /* store jobs out */
+    unsigned answers;               /* GET_SNAPSHOT, GET_MANIFEST, HAVE being answered */
+    bool paused;                    /* reading stopped while output is at PEER_OUT_MAX */
     bool gai_busy;
     struct noise_hs hs;
     struct noise_cs tx, rx;
@@ -129,6 +131,8 @@ static void conn_close(struct conn *c, const char *fmt, ...) __attribute__((form
 static void flush(struct conn *c);
 static void pump(struct conn *c);
 static void maybe_free(struct conn *c);
+static void on_alloc(uv_handle_t *h, size_t hint, uv_buf_t *buf);
+static void on_read(uv_stream_t *st, ssize_t n, const uv_buf_t *buf);
 
 /* --- small helpers --------------------------------------------------------------------- */
 
@@ -155,6 +159,11 @@ static void on_written(uv_write_t *w, int status)
         conn_close(c, "write failed: %s", uv_strerror(status));
     } else {
         c->t_written = now(c);
+        if (c->paused && c->state == C_OPEN && c->out_queued < PEER_OUT_MAX / 2) {
+            c->paused = false;
+            if (uv_read_start((uv_stream_t *)&c->tcp, on_alloc, on_read) < 0)
+                conn_close(c, "cannot read from the socket");
+        }
         if (c->state == C_OPEN)
             pump(c);
     }
@@ -178,6 +187,12 @@ static int queue_buf(struct conn *c, struct obuf *b)
     c->out_queued += b->len;
     c->bytes_out += b->len;
     c->m->st.bytes_out += b->len;
+    /* Answers other than CHUNK need no credit: a peer that sends requests but reads
+     * nothing would make us queue without bound. Take no more input until it reads. */
+    if (c->out_queued >= PEER_OUT_MAX && !c->paused && c->state == C_OPEN) {
+        uv_read_stop((uv_stream_t *)&c->tcp);
+        c->paused = true;
+    }
     return 0;
 }
 
@@ -654,6 +669,7 @@ static void blob_done(void *arg)
     struct wire_msg m = {.id = j->req.id};
 
     c->jobs--;
+    c->answers--;
     if (c->state == C_OPEN) {
         if (j->err == -ENOENT) {
             send_error(c, j->req.id, WIRE_ERR_NOT_FOUND, snap ? "no such snapshot here"
@@ -677,8 +693,14 @@ static void blob_done(void *arg)
 
 static void serve_blob(struct conn *c, const struct wire_msg *msg)
 {
-    struct blob_job *j = calloc(1, sizeof(*j));
+    struct blob_job *j;
 
+    /* Bounds the answers one read can start (a frame holds ~1,300 requests). */
+    if (c->answers >= WIRE_INFLIGHT_MAX) {
+        send_error(c, msg->id, WIRE_ERR_BUSY, "too many requests at once");
+        return;
+    }
+    j = calloc(1, sizeof(*j));
     if (j) {
         j->c = c;
         j->req = *msg;
@@ -689,6 +711,7 @@ static void serve_blob(struct conn *c, const struct wire_msg *msg)
         return;
     }
     c->jobs++;
+    c->answers++;
 }
 
 static void serve_chunks(struct conn *c, const struct wire_msg *msg)
@@ -746,6 +769,7 @@ static void have_done(void *arg)
     struct wire_msg m = {.type = WIRE_HAVE_RESULT, .id = j->req.id};
 
     c->jobs--;
+    c->answers--;
     if (c->state == C_OPEN) {
         if (j->err < 0) {
             send_error(c, j->req.id, WIRE_ERR_INTERNAL, shoal_strerror(j->err));
@@ -764,8 +788,13 @@ static void have_done(void *arg)
 
 static void serve_have(struct conn *c, const struct wire_msg *msg)
 {
-    struct have_job *j = calloc(1, sizeof(*j));
+    struct have_job *j;
 
+    if (c->answers >= WIRE_INFLIGHT_MAX) {
+        send_error(c, msg->id, WIRE_ERR_BUSY, "too many requests at once");
+        return;
+    }
+    j = calloc(1, sizeof(*j));
     if (j) {
         j->c = c;
         j->req = *msg;
@@ -776,6 +805,7 @@ static void serve_have(struct conn *c, const struct wire_msg *msg)
         return;
     }
     c->jobs++;
+    c->answers++;
 }
 
 /* --- messages in ------------------------------------------------------------------------------- */
@@ -1023,6 +1053,12 @@ static void on_frames(struct conn *c)
     }
     if (c->state == C_CLOSING)
         return;
+    if (r < 0 && c->state == C_HANDSHAKE) {
+        /* Garbage before the handshake ends is a failed handshake (peer.h). */
+        c->m->st.handshakes_failed++;
+        conn_close(c, "handshake failed: bad frame: %s", shoal_strerror(r));
+        return;
+    }
     if (r < 0) {
         protocol_error(c, "bad frame", r);
         return;
@@ -1043,7 +1079,12 @@ static void on_read(uv_stream_t *st, ssize_t n, const uv_buf_t *buf)
     if (n == 0 || c->state == C_CLOSING)
         return;
     if (n < 0) {
-        if (n == UV_EOF)
+        if (n == UV_EOF && c->state == C_HANDSHAKE && c->outgoing) {
+            /* What a responder does when our message 3 fails its psk check. */
+            c->m->st.handshakes_failed++;
+            conn_close(c, "the peer closed the connection during the handshake (does it "
+                          "have this cluster's key?)");
+        } else if (n == UV_EOF)
             conn_close(c, "%s", c->reqs ? "the peer closed the connection" : "");
         else
             conn_close(c, "read failed: %s", uv_strerror((int)n));
@@ -1078,7 +1119,10 @@ static void on_tick(uv_timer_t *t)
     if (c->out_queued > 0 && ms - c->t_written >= e->idle_ms) {
         c->m->st.timeouts++;
         conn_close(c, "the peer read nothing for %" PRIu64 " ms", e->idle_ms);
-    } else if (ms - c->t_read >= e->idle_ms) {
+    } else if (ms - c->t_read >= e->idle_ms && ms - c->t_written >= e->idle_ms) {
+        /* Idle means nothing read and nothing written: a peer that granted its credit
+         * up front and reads a long answer steadily has nothing to say meanwhile, and
+         * writes completing show it is reading. */
         if (c->reqs)
             c->m->st.timeouts++;
         conn_close(c, "%s", c->reqs ? "the peer sent nothing for too long" : "");
