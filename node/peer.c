@@ -22,6 +22,8 @@
 #include "snapshot.h"
 #include "wire.h"
 
+#include <sodium.h>
+
 #include <errno.h>
 #include <inttypes.h>
 #include <netdb.h>
@@ -34,6 +36,9 @@
 #define SERVE_BATCH     16          /* chunks read from the store per job */
 #define TICK_MS         250         /* how often a connection checks its timers */
 #define IN_CAP          (WIRE_FRAME_HDR + WIRE_FRAME_MAX)
+#define DIAL_MEMORY     64          /* addresses whose failures are remembered */
+#define BACKOFF_MS      500         /* first wait after a failed dial; doubles */
+#define BACKOFF_MAX_MS  30000
 
 enum conn_state { C_CONNECTING, C_HANDSHAKE, C_OPEN, C_CLOSING };
 
@@ -113,6 +118,19 @@ struct conn {
     uint32_t next_id;
     struct preq *cur;               /* the request whose payload is arriving */
     uint64_t bytes_in, bytes_out;
+    uint64_t dial_at;               /* outgoing, not dialled yet: when to dial */
+    bool dialled;
+    uint64_t rate_in, rate_out;     /* bytes/s, smoothed over about a second */
+    uint64_t rate_bytes_in, rate_bytes_out, rate_t;
+};
+
+/* An address whose last connection failed before the handshake ended: the next one
+ * waits (backoff doubling, with jitter), so a dead peer is not hammered. */
+struct dial_fail {
+    char addr[PEER_ADDR_MAX];
+    unsigned fails;
+    uint64_t until;
+    uint64_t last;                  /* for replacing the oldest entry */
 };
 
 struct peer_mgr {
@@ -125,12 +143,14 @@ struct peer_mgr {
     void (*closed)(void *arg);
     void *closed_arg;
     struct peer_stats st;
+    struct dial_fail dials[DIAL_MEMORY];
 };
 
 static void conn_close(struct conn *c, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 static void flush(struct conn *c);
 static void pump(struct conn *c);
 static void maybe_free(struct conn *c);
+static int dial(struct conn *c);
 static void on_alloc(uv_handle_t *h, size_t hint, uv_buf_t *buf);
 static void on_read(uv_stream_t *st, ssize_t n, const uv_buf_t *buf);
 
@@ -144,6 +164,38 @@ static uint64_t now(struct conn *c)
 static const char *who(const struct conn *c)
 {
     return c->peer_id[0] ? c->peer_id : "?";
+}
+
+static struct dial_fail *dial_find(struct peer_mgr *m, const char *addr, bool make)
+{
+    struct dial_fail *d, *oldest = &m->dials[0];
+
+    for (d = m->dials; d < m->dials + DIAL_MEMORY; d++) {
+        if (d->addr[0] && strcmp(d->addr, addr) == 0)
+            return d;
+        if (d->last < oldest->last)
+            oldest = d;
+    }
+    if (!make)
+        return NULL;
+    *oldest = (struct dial_fail){0};
+    snprintf(oldest->addr, sizeof(oldest->addr), "%s", addr);
+    return oldest;
+}
+
+/* An outgoing connection that ended before it was open counts as a failed dial. */
+static void dial_failed(struct conn *c)
+{
+    struct dial_fail *d = dial_find(c->m, c->addr, true);
+    uint64_t wait = BACKOFF_MS, ms = uv_now(c->m->env.loop);
+
+    for (unsigned i = 1; i < d->fails && wait < BACKOFF_MAX_MS; i++)
+        wait *= 2;
+    if (wait > BACKOFF_MAX_MS)
+        wait = BACKOFF_MAX_MS;
+    d->fails++;
+    d->last = ms;
+    d->until = ms + wait / 2 + randombytes_uniform((uint32_t)(wait / 2 + 1));
 }
 
 /* --- output ------------------------------------------------------------------------------ */
@@ -369,6 +421,9 @@ static void conn_close(struct conn *c, const char *fmt, ...)
     va_end(ap);
     if (why[0])
         log_msg(CFG_LOG_WARN, "peer %s (%s): %s; connection closed", c->addr, who(c), why);
+    if (c->outgoing && (c->state == C_CONNECTING || c->state == C_HANDSHAKE) &&
+        !c->m->closing)
+        dial_failed(c);
     c->state = C_CLOSING;
     fail_reqs(c, -ECONNRESET, why[0] ? why : "connection closed");
     while (c->serves) {
@@ -981,6 +1036,11 @@ static void opened(struct conn *c)
     }
     c->state = C_OPEN;
     c->t_read = now(c);
+    if (c->outgoing) {
+        struct dial_fail *d = dial_find(c->m, c->addr, false);
+        if (d)
+            d->addr[0] = '\0';
+    }
     m.u.hello.version = WIRE_VERSION;
     snprintf(m.u.hello.node_id, sizeof(m.u.hello.node_id), "%s", c->m->env.node_id);
     send_msg(c, &m);
@@ -1105,6 +1165,21 @@ static void on_tick(uv_timer_t *t)
     struct peer_env *e = &c->m->env;
     uint64_t ms = now(c);
 
+    if (ms - c->rate_t >= 1000) {
+        /* Rates over the last second or so, smoothed: for /v1/peers. */
+        uint64_t dt = ms - c->rate_t;
+        c->rate_in = (c->rate_in + (c->bytes_in - c->rate_bytes_in) * 1000 / dt) / 2;
+        c->rate_out = (c->rate_out + (c->bytes_out - c->rate_bytes_out) * 1000 / dt) / 2;
+        c->rate_bytes_in = c->bytes_in;
+        c->rate_bytes_out = c->bytes_out;
+        c->rate_t = ms;
+    }
+    if (c->state == C_CONNECTING && !c->dialled) {
+        int err = ms >= c->dial_at ? dial(c) : 0;
+        if (err < 0)
+            conn_close(c, "cannot connect: %s", uv_strerror(err));
+        return;
+    }
     if (c->state == C_CONNECTING || c->state == C_HANDSHAKE) {
         if (ms - c->t_start >= (c->state == C_CONNECTING ? e->connect_ms : e->handshake_ms)) {
             c->m->st.timeouts++;
@@ -1154,7 +1229,8 @@ static struct conn *conn_new(struct peer_mgr *m, bool outgoing, const char *addr
     snprintf(c->addr, sizeof(c->addr), "%s", addr);
     c->next_id = 1;
     c->credit = WIRE_CREDIT_INIT;
-    c->t_start = c->t_read = uv_now(m->env.loop);
+    c->t_start = c->t_read = c->rate_t = uv_now(m->env.loop);
+    c->dialled = !outgoing;
     wire_reader_init(c->rd);
     c->next = m->conns;
     m->conns = c;
@@ -1281,9 +1357,25 @@ static int split_addr(const char *addr, char *host, size_t cap, char *port, size
     return 0;
 }
 
-static struct conn *conn_to(struct peer_mgr *m, const char *addr, int *err)
+/* Resolves and connects an outgoing conn; the connect timeout counts from here. */
+static int dial(struct conn *c)
 {
     struct addrinfo hints = {.ai_socktype = SOCK_STREAM};
+    char host[PEER_ADDR_MAX], port[8];
+    int err = split_addr(c->addr, host, sizeof(host), port, sizeof(port));
+
+    c->dialled = true;
+    c->t_start = now(c);
+    c->gai.data = c;
+    if (err == 0)
+        err = uv_getaddrinfo(c->m->env.loop, &c->gai, on_resolved, host, port, &hints);
+    if (err == 0)
+        c->gai_busy = true;
+    return err;
+}
+
+static struct conn *conn_to(struct peer_mgr *m, const char *addr, int *err)
+{
     char host[PEER_ADDR_MAX], port[8];
     struct conn *c;
 
@@ -1299,13 +1391,22 @@ static struct conn *conn_to(struct peer_mgr *m, const char *addr, int *err)
         return NULL;
     }
     c->state = C_CONNECTING;
-    c->gai.data = c;
-    *err = uv_getaddrinfo(m->env.loop, &c->gai, on_resolved, host, port, &hints);
+    {
+        struct dial_fail *d = dial_find(m, addr, false);
+        uint64_t ms = uv_now(m->env.loop);
+
+        if (d && d->until > ms) {
+            c->dial_at = d->until; /* on_tick dials then */
+            log_msg(CFG_LOG_INFO, "peer %s: connecting again in %" PRIu64 " ms (%u failed)",
+                    addr, d->until - ms, d->fails);
+            return c;
+        }
+    }
+    *err = dial(c);
     if (*err < 0) {
         conn_close(c, "%s", "");
         return NULL;
     }
-    c->gai_busy = true;
     return c;
 }
 
@@ -1521,10 +1622,11 @@ json_t *peer_list_json(const struct peer_mgr *m)
 
     for (const struct conn *c = m->conns; a && c; c = c->next)
         json_array_append_new(
-            a, json_pack("{s:s, s:s, s:s, s:s, s:I, s:I, s:i, s:i}", "addr", c->addr, "node_id",
-                         c->peer_id, "direction", c->outgoing ? "out" : "in", "state",
-                         names[c->state], "bytes_in", (json_int_t)c->bytes_in, "bytes_out",
-                         (json_int_t)c->bytes_out, "requests", (int)c->n_reqs, "uploads",
-                         (int)c->n_serves));
+            a, json_pack("{s:s, s:s, s:s, s:s, s:I, s:I, s:I, s:I, s:i, s:i}", "addr", c->addr,
+                         "node_id", c->peer_id, "direction", c->outgoing ? "out" : "in",
+                         "state", names[c->state], "bytes_in", (json_int_t)c->bytes_in,
+                         "bytes_out", (json_int_t)c->bytes_out, "rate_in",
+                         (json_int_t)c->rate_in, "rate_out", (json_int_t)c->rate_out,
+                         "requests", (int)c->n_reqs, "uploads", (int)c->n_serves));
     return json_pack("{s:o}", "peers", a ? a : json_array());
 }

@@ -102,6 +102,18 @@ class PeersTest(unittest.TestCase):
         st, doc = self.a.api("GET", "/v1/status")
         self.assertEqual(st, 200)
 
+    def test_e_a_dead_peer_is_retried_with_backoff(self):
+        # Nothing listens on port 1: the first pull fails at once, the second waits its
+        # turn before dialling again, and both say which peer failed.
+        for _ in range(2):
+            r = self.pull(self.b, "org/m@" + self.model["commit"], "--from-peer",
+                          "127.0.0.1:1", code=1, cache=os.path.join(self.root, "cache-e"))
+            self.assertIn("127.0.0.1:1", r.stderr)
+        self.assertIn("peer 127.0.0.1:1: connecting again in", self.b.log_text())
+        st, doc = self.b.api("GET", "/v1/peers")
+        self.assertEqual(st, 200)
+        for p in doc["peers"]:
+            self.assertIn("rate_in", p)
 
 if __name__ == "__main__":
     unittest.main()
