@@ -739,9 +739,18 @@ static void pulls_list(struct api_env *e, struct http_req *req)
     reply_json(req, 200, pull_list_json(e->pulls));
 }
 
+/* This node first, marked self (design.md: `shoal peers` lists this node too). */
 static void peers_list(struct api_env *e, struct http_req *req)
 {
-    reply_json(req, 200, e->peers ? peer_list_json(e->peers) : json_pack("{s:[]}", "peers"));
+    json_t *doc = e->peers ? peer_list_json(e->peers) : json_pack("{s:[]}", "peers");
+    char addr[300];
+    int port = e->peers ? peer_listen_port(e->peers) : -1;
+
+    snprintf(addr, sizeof(addr), "%s:%d", e->listen_host ? e->listen_host : "?", port);
+    json_array_insert_new(json_object_get(doc, "peers"), 0,
+                          json_pack("{s:s, s:s, s:b}", "addr", addr, "node_id", e->node_id,
+                                    "self", 1));
+    reply_json(req, 200, doc);
 }
 
 static const struct route {

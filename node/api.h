@@ -34,6 +34,7 @@ struct api_env {
     const char *version;
     const char *data_dir;
     const char *hub_endpoint;
+    const char *listen_host;     /* the peer address, for `shoal peers`' self line */
     uint64_t quota, min_free;
     uint64_t started_ms;         /* uv_now at start */
 };

@@ -442,7 +442,8 @@ static int start_services(struct shoald *d)
         .loop = &d->loop, .store = d->store, .hub = d->hub, .pulls = d->pulls,
         .work = &d->work, .http = d->http, .peers = d->peers, .node_id = d->node_id,
         .version = SHOAL_VERSION,
-        .data_dir = d->cfg.data_dir, .hub_endpoint = d->cfg.hub, .quota = d->cfg.quota,
+        .data_dir = d->cfg.data_dir, .hub_endpoint = d->cfg.hub,
+        .listen_host = d->cfg.listen.host, .quota = d->cfg.quota,
         .min_free = d->cfg.min_free, .started_ms = uv_now(&d->loop),
     };
     err = start_http(d, true);
