@@ -26,6 +26,7 @@ enum cfg_opt_id {
     CFG_O_MIN_FREE,
     CFG_O_HUB_CONCURRENCY,
     CFG_O_HUB_TIMEOUT,
+    CFG_O_PEER_CIPHER,
     CFG_O_LOG_LEVEL,
     CFG_O_CONFIG,
     CFG_O_HELP,
@@ -57,6 +58,7 @@ static const struct cfg_opt cfg_opts[CFG_O_N] = {
     [CFG_O_HUB_CONCURRENCY] = {"--hub-concurrency", "SHOAL_HUB_CONCURRENCY", "hub_concurrency",
                                false},
     [CFG_O_HUB_TIMEOUT] = {"--hub-timeout", "SHOAL_HUB_TIMEOUT", "hub_timeout", false},
+    [CFG_O_PEER_CIPHER] = {"--peer-cipher", "SHOAL_PEER_CIPHER", "peer_cipher", false},
     [CFG_O_LOG_LEVEL] = {"--log-level", "SHOAL_LOG_LEVEL", "log_level", false},
     /* A config file naming another one would only hide where settings come from. */
     [CFG_O_CONFIG] = {"--config", "SHOAL_CONFIG", NULL, false},
@@ -869,6 +871,14 @@ static int cfg_apply(struct cfg_ctx *x, struct cfg *c)
         }
         c->hub_timeout = (unsigned)n;
     }
+    r = cfg_pick(x, CFG_O_PEER_CIPHER);
+    if (r) {
+        src = SRC(CFG_O_PEER_CIPHER);
+        if (strcmp(r->val, "auto") != 0 && strcmp(r->val, "chacha") != 0) {
+            return cfg_fail(x, -EINVAL, "%s: \"%s\": must be auto or chacha", src, r->val);
+        }
+        c->peer_chacha_only = strcmp(r->val, "chacha") == 0;
+    }
     r = cfg_pick(x, CFG_O_LOG_LEVEL);
     if (r) {
         src = SRC(CFG_O_LOG_LEVEL);
@@ -1033,6 +1043,7 @@ int cfg_dump(const struct cfg *c, FILE *f)
     fprintf(f, "min_free = %llu\n", (unsigned long long)c->min_free);
     fprintf(f, "hub_concurrency = %u\n", c->hub_concurrency);
     fprintf(f, "hub_timeout = %u\n", c->hub_timeout);
+    fprintf(f, "peer_cipher = %s\n", c->peer_chacha_only ? "chacha" : "auto");
     fprintf(f, "log_level = %s\n", cfg_log_level_name(c->log_level));
     return ferror(f) ? -EIO : 0;
 }
@@ -1069,6 +1080,9 @@ const char *cfg_usage(void)
            "      space to leave free on the data directory's file system\n"
            "  --hub-concurrency N      SHOAL_HUB_CONCURRENCY, hub_concurrency (default 4)\n"
            "      Hub range requests in flight, 1 to 256; each holds a 16 MiB piece buffer\n"
+           "  --peer-cipher auto|chacha SHOAL_PEER_CIPHER, peer_cipher (default auto)\n"
+           "      auto: AES-256-GCM with peers when both CPUs have AES instructions, else\n"
+           "      ChaCha20-Poly1305; chacha: always ChaCha20-Poly1305\n"
            "  --hub-timeout SECONDS    SHOAL_HUB_TIMEOUT, hub_timeout (default 30)\n"
            "      a Hub transfer that receives nothing for this long is retried\n"
            "  --log-level LEVEL        SHOAL_LOG_LEVEL, log_level (default info)\n"

@@ -53,6 +53,7 @@ struct cfg {
     uint64_t min_free;                /* bytes; 1 GiB */
     unsigned hub_concurrency;         /* 1..256; 4 */
     unsigned hub_timeout;             /* seconds without a byte = stalled; 30 */
+    bool peer_chacha_only;            /* --peer-cipher chacha; default auto */
     enum cfg_log_level log_level;     /* info */
     char *config;                     /* the config file read; NULL: none */
     bool help, version, print_config; /* for the caller to act on */

@@ -393,6 +393,7 @@ static int start_peers(struct shoald *d)
         .static_sk = d->id.secret,
         .psk = d->psk,
         .node_id = d->node_id,
+        .chacha_only = d->cfg.peer_chacha_only,
     };
     int err;
 

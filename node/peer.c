@@ -40,7 +40,18 @@
 #define BACKOFF_MS      500         /* first wait after a failed dial; doubles */
 #define BACKOFF_MAX_MS  30000
 
+/* C_HANDSHAKE covers the cipher negotiation and the Noise handshake (neg_done tells). */
 enum conn_state { C_CONNECTING, C_HANDSHAKE, C_OPEN, C_CLOSING };
+
+/* The cipher negotiation before the handshake (docs/peer-protocol.md §0): the initiator
+ * offers, the responder chooses; both then put offer and choice in the Noise prologue,
+ * so a changed offer (a downgrade) fails the handshake. */
+#define NEG_MAGIC       "SHOALNEG"
+#define NEG_MAGIC_LEN   8
+#define NEG_VERSION     1
+#define NEG_LEN         (NEG_MAGIC_LEN + 2)
+#define NEG_CHACHA      0x01
+#define NEG_AESGCM      0x02
 
 struct obuf {
     uv_write_t w;
@@ -100,6 +111,9 @@ struct conn {
     unsigned answers;               /* GET_SNAPSHOT, GET_MANIFEST, HAVE being answered */
     bool paused;                    /* reading stopped while output is at PEER_OUT_MAX */
     bool gai_busy;
+    bool neg_done;
+    uint8_t offer[NEG_LEN], choice[NEG_LEN];
+    uint8_t cipher;                 /* NEG_CHACHA or NEG_AESGCM once chosen */
     struct noise_hs hs;
     struct noise_cs tx, rx;
     uint8_t *in;
@@ -151,6 +165,7 @@ static void flush(struct conn *c);
 static void pump(struct conn *c);
 static void maybe_free(struct conn *c);
 static int dial(struct conn *c);
+static void on_neg_msg(struct conn *c, const uint8_t *msg, size_t len);
 static void on_alloc(uv_handle_t *h, size_t hint, uv_buf_t *buf);
 static void on_read(uv_stream_t *st, ssize_t n, const uv_buf_t *buf);
 
@@ -1098,7 +1113,9 @@ static void on_frames(struct conn *c)
            (r = wire_frame_check(c->in + used, c->in_len - used, WIRE_FRAME_MAX, &f)) > 0) {
         uint8_t *body = c->in + used + f.off;
 
-        if (c->state == C_HANDSHAKE) {
+        if (c->state == C_HANDSHAKE && !c->neg_done) {
+            on_neg_msg(c, body, f.len);
+        } else if (c->state == C_HANDSHAKE) {
             on_hs_msg(c, body, f.len);
         } else {
             r = noise_decrypt(&c->rx, NULL, 0, body, f.len, body);
@@ -1239,18 +1256,101 @@ static struct conn *conn_new(struct peer_mgr *m, bool outgoing, const char *addr
     return c;
 }
 
+/* The ciphers this node can run: AES-256-GCM only where libsodium has it (AES-NI). */
+static uint8_t local_ciphers(const struct peer_mgr *m)
+{
+    bool aes = !m->env.chacha_only && crypto_aead_aes256gcm_is_available();
+
+    return NEG_CHACHA | (aes ? NEG_AESGCM : 0);
+}
+
+static void neg_fill(uint8_t out[NEG_LEN], uint8_t value)
+{
+    memcpy(out, NEG_MAGIC, NEG_MAGIC_LEN);
+    out[NEG_MAGIC_LEN] = NEG_VERSION;
+    out[NEG_MAGIC_LEN + 1] = value;
+}
+
+static bool neg_ok(const uint8_t *msg, size_t len)
+{
+    return len == NEG_LEN && memcmp(msg, NEG_MAGIC, NEG_MAGIC_LEN) == 0 &&
+           msg[NEG_MAGIC_LEN] == NEG_VERSION;
+}
+
+/* Offer and choice settled: the Noise handshake with them in its prologue. */
+static int begin_noise(struct conn *c)
+{
+    uint8_t prologue[sizeof(PROLOGUE) - 1 + 2 * NEG_LEN];
+    int err;
+
+    memcpy(prologue, PROLOGUE, sizeof(PROLOGUE) - 1);
+    memcpy(prologue + sizeof(PROLOGUE) - 1, c->offer, NEG_LEN);
+    memcpy(prologue + sizeof(PROLOGUE) - 1 + NEG_LEN, c->choice, NEG_LEN);
+    err = noise_hs_init(&c->hs, c->outgoing ? NOISE_INITIATOR : NOISE_RESPONDER,
+                        c->cipher == NEG_AESGCM ? NOISE_AESGCM : NOISE_CHACHAPOLY, prologue,
+                        sizeof(prologue), c->m->env.static_sk, c->m->env.psk);
+    c->neg_done = true;
+    if (err == 0 && c->outgoing)
+        err = hs_write(c);
+    return err;
+}
+
+/* The first frame each way: the initiator's offer, the responder's choice. */
+static void on_neg_msg(struct conn *c, const uint8_t *msg, size_t len)
+{
+    uint8_t bits = len == NEG_LEN ? msg[NEG_MAGIC_LEN + 1] : 0;
+    int err;
+
+    if (!neg_ok(msg, len)) {
+        c->m->st.handshakes_failed++;
+        conn_close(c, "handshake failed: not a Shoal peer (no cipher %s)",
+                   c->outgoing ? "choice" : "offer");
+        return;
+    }
+    if (c->outgoing) {
+        /* One cipher, and one this side offered. */
+        if (bits != NEG_CHACHA && bits != NEG_AESGCM) {
+            c->m->st.handshakes_failed++;
+            conn_close(c, "handshake failed: the peer chose a cipher not offered");
+            return;
+        }
+        c->cipher = bits;
+        memcpy(c->choice, msg, NEG_LEN);
+    } else {
+        uint8_t both = bits & local_ciphers(c->m);
+
+        if (!both) {
+            c->m->st.handshakes_failed++;
+            conn_close(c, "handshake failed: no cipher in common (offered 0x%02x)", bits);
+            return;
+        }
+        memcpy(c->offer, msg, NEG_LEN);
+        c->cipher = both & NEG_AESGCM ? NEG_AESGCM : NEG_CHACHA;
+        neg_fill(c->choice, c->cipher);
+        err = send_plain(c, c->choice, NEG_LEN);
+        if (err < 0) {
+            conn_close(c, "writing: %s", uv_strerror(err));
+            return;
+        }
+    }
+    err = begin_noise(c);
+    if (err < 0) {
+        c->m->st.handshakes_failed++;
+        conn_close(c, "cannot start the handshake: %s", shoal_strerror(err));
+    }
+}
+
 static int start_handshake(struct conn *c)
 {
-    int err = noise_hs_init(&c->hs, c->outgoing ? NOISE_INITIATOR : NOISE_RESPONDER,
-                            NOISE_CHACHAPOLY, PROLOGUE, sizeof(PROLOGUE) - 1,
-                            c->m->env.static_sk, c->m->env.psk);
+    int err;
 
     c->state = C_HANDSHAKE;
     c->t_start = now(c);
-    if (err == 0)
-        err = uv_read_start((uv_stream_t *)&c->tcp, on_alloc, on_read);
-    if (err == 0 && c->outgoing)
-        err = hs_write(c);
+    err = uv_read_start((uv_stream_t *)&c->tcp, on_alloc, on_read);
+    if (err == 0 && c->outgoing) {
+        neg_fill(c->offer, local_ciphers(c->m));
+        err = send_plain(c, c->offer, NEG_LEN);
+    }
     return err;
 }
 
@@ -1622,9 +1722,13 @@ json_t *peer_list_json(const struct peer_mgr *m)
 
     for (const struct conn *c = m->conns; a && c; c = c->next)
         json_array_append_new(
-            a, json_pack("{s:s, s:s, s:s, s:s, s:I, s:I, s:I, s:I, s:i, s:i}", "addr", c->addr,
+            a, json_pack("{s:s, s:s, s:s, s:s, s:s, s:I, s:I, s:I, s:I, s:i, s:i}", "addr", c->addr,
                          "node_id", c->peer_id, "direction", c->outgoing ? "out" : "in",
-                         "state", names[c->state], "bytes_in", (json_int_t)c->bytes_in,
+                         "state", names[c->state], "cipher",
+                         c->cipher == NEG_AESGCM ? "aes-256-gcm"
+                         : c->cipher == NEG_CHACHA ? "chacha20-poly1305"
+                                                   : "",
+                         "bytes_in", (json_int_t)c->bytes_in,
                          "bytes_out", (json_int_t)c->bytes_out, "rate_in",
                          (json_int_t)c->rate_in, "rate_out", (json_int_t)c->rate_out,
                          "requests", (int)c->n_reqs, "uploads", (int)c->n_serves));

@@ -48,6 +48,7 @@ struct peer_env {
     uint64_t handshake_ms;         /* 0: 10 000 */
     uint64_t idle_ms;              /* 0: 60 000 */
     uint64_t connect_ms;           /* 0: 10 000 */
+    bool chacha_only;              /* never offer or choose AES-256-GCM */
 };
 
 int peer_mgr_new(const struct peer_env *env, struct peer_mgr **out);

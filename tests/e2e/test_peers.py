@@ -69,6 +69,8 @@ class PeersTest(unittest.TestCase):
         st, peers = self.b.api("GET", "/v1/peers")
         self.assertEqual(st, 200)
         self.assertTrue(peers["peers"][0]["self"])
+        for p in peers["peers"][1:]:
+            self.assertIn(p["cipher"], ("aes-256-gcm", "chacha20-poly1305"))
         r = self.b.shoal("peers")
         self.assertEqual(r.returncode, 0, r.stderr)
         self.assertIn("self", r.stdout)

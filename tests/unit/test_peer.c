@@ -40,6 +40,9 @@
 #define WAIT_MS  5000                    /* the longest any single wait may take */
 #define FAST_MS  300                     /* handshake_ms and idle_ms of most runs */
 #define PROLOGUE "shoal peer protocol 1" /* peer.c's Noise prologue (protocol v1) */
+/* The cipher negotiation before the handshake (docs/peer-protocol.md §0). */
+#define NEG_LEN    10
+#define NEG_CHACHA 0x01
 #define REPO     "model/org/name"
 #define COMMIT   "0123456789abcdef0123456789abcdef01234567"
 #define COMMIT2  "89abcdef0123456789abcdef0123456789abcdef"
@@ -389,6 +392,7 @@ struct cli {
     uint8_t last[WIRE_FRAME_HDR + WIRE_FRAME_MAX]; /* the last transport frame sent */
     size_t last_len;
     uint8_t msg1[NOISE_MSG1_LEN(0)], msg3[NOISE_MSG3_LEN(0)]; /* as sent */
+    uint8_t prologue[sizeof(PROLOGUE) - 1 + 2 * NEG_LEN];    /* after cli_negotiate */
 };
 
 /* A TCP connection to the manager; rcvbuf > 0 sets SO_RCVBUF first. */
@@ -526,6 +530,24 @@ static int64_t expect_closed(struct cli *c)
     return now_ms() - t0;
 }
 
+/* The cipher negotiation: offer ChaCha20-Poly1305 only (the test speaks that), check the
+ * server's choice, and keep the prologue both sides then use. */
+static void cli_negotiate(struct cli *c)
+{
+    uint8_t offer[NEG_LEN] = "SHOALNEG\x01", choice[WIRE_FRAME_MAX];
+    size_t n;
+
+    offer[NEG_LEN - 1] = NEG_CHACHA;
+    CHECK(send_frame(c, offer, NEG_LEN));
+    CHECK_EQ(read_frame(c, choice, &n, WAIT_MS), 1);
+    CHECK_EQ(n, NEG_LEN);
+    CHECK_MEM(choice, "SHOALNEG\x01", 9);
+    CHECK_EQ(choice[NEG_LEN - 1], NEG_CHACHA);
+    memcpy(c->prologue, PROLOGUE, sizeof(PROLOGUE) - 1);
+    memcpy(c->prologue + sizeof(PROLOGUE) - 1, offer, NEG_LEN);
+    memcpy(c->prologue + sizeof(PROLOGUE) - 1 + NEG_LEN, choice, NEG_LEN);
+}
+
 /* The initiator's side of the handshake with `psk`. Returns false if the server
  * closed before message 2; a server that rejects message 3 just closes afterwards. */
 static bool cli_handshake(struct cli *c, const uint8_t *psk)
@@ -534,8 +556,9 @@ static bool cli_handshake(struct cli *c, const uint8_t *psk)
     uint8_t m2[WIRE_FRAME_MAX], payload[64], rs[32];
     size_t n, plen;
 
-    CHECK_EQ(noise_hs_init(&hs, NOISE_INITIATOR, NOISE_CHACHAPOLY, PROLOGUE, sizeof(PROLOGUE) - 1,
-                           D.cli_sk, psk),
+    cli_negotiate(c);
+    CHECK_EQ(noise_hs_init(&hs, NOISE_INITIATOR, NOISE_CHACHAPOLY, c->prologue,
+                           sizeof(c->prologue), D.cli_sk, psk),
              0);
     CHECK_EQ(noise_hs_write(&hs, NULL, 0, c->msg1, sizeof(c->msg1), &n), 0);
     CHECK_EQ(n, sizeof(c->msg1));
@@ -1059,6 +1082,42 @@ static void c_bad_handshakes(void)
     expect_counts(&b, 1, 0, 1, 0);
     good_client();
 
+    /* 4. Negotiation: an offer of no cipher the node knows. */
+    b = stats();
+    c = cli_open();
+    {
+        uint8_t offer[NEG_LEN] = "SHOALNEG\x01";
+
+        offer[NEG_LEN - 1] = 0x80;
+        send_frame(c, offer, NEG_LEN);
+    }
+    expect_closed(c);
+    cli_free(c);
+    expect_counts(&b, 1, 0, 0, 0);
+    good_client();
+
+    /* 4. Negotiation tampered with on the way (a downgrade): the client believes it
+     * offered something else, so the prologues differ and message 2 fails for it. */
+    c = cli_open();
+    cli_negotiate(c);
+    {
+        struct noise_hs hs;
+        uint8_t m2[WIRE_FRAME_MAX], pl[64];
+        size_t n, plen;
+
+        c->prologue[sizeof(PROLOGUE) - 1 + NEG_LEN - 1] ^= 0x02; /* "offered AES too" */
+        CHECK_EQ(noise_hs_init(&hs, NOISE_INITIATOR, NOISE_CHACHAPOLY, c->prologue,
+                               sizeof(c->prologue), D.cli_sk, D.psk),
+                 0);
+        CHECK_EQ(noise_hs_write(&hs, NULL, 0, c->msg1, sizeof(c->msg1), &n), 0);
+        CHECK(send_frame(c, c->msg1, n));
+        if (read_frame(c, m2, &n, WAIT_MS) == 1)
+            CHECK_EQ(noise_hs_read(&hs, m2, n, pl, sizeof(pl), &plen), SHOAL_EAUTH);
+        noise_hs_clear(&hs);
+    }
+    cli_free(c);
+    good_client();
+
     /* 5. Slowloris: connect and send nothing; then one that stops after message 1. */
     b = stats();
     c = cli_open();
@@ -1072,8 +1131,9 @@ static void c_bad_handshakes(void)
         struct noise_hs hs;
         size_t n;
 
-        CHECK_EQ(noise_hs_init(&hs, NOISE_INITIATOR, NOISE_CHACHAPOLY, PROLOGUE,
-                               sizeof(PROLOGUE) - 1, D.cli_sk, D.psk),
+        cli_negotiate(c);
+        CHECK_EQ(noise_hs_init(&hs, NOISE_INITIATOR, NOISE_CHACHAPOLY, c->prologue,
+                               sizeof(c->prologue), D.cli_sk, D.psk),
                  0);
         CHECK_EQ(noise_hs_write(&hs, NULL, 0, c->msg1, sizeof(c->msg1), &n), 0);
         noise_hs_clear(&hs);
@@ -1090,6 +1150,7 @@ static void c_bad_handshakes(void)
     c = cli_ready();
     b = stats();
     c2 = cli_open();
+    cli_negotiate(c2);
     {
         uint8_t m2[WIRE_FRAME_MAX];
         size_t n;
@@ -1106,6 +1167,7 @@ static void c_bad_handshakes(void)
     /* 6. Reordered: message 3 first. */
     b = stats();
     c2 = cli_open();
+    cli_negotiate(c2);
     send_frame(c2, c->msg3, sizeof(c->msg3));
     expect_closed(c2);
     cli_free(c2);
@@ -1114,6 +1176,7 @@ static void c_bad_handshakes(void)
     /* 6. A second message 1 on a connection after its message 2 (out of turn). */
     b = stats();
     c2 = cli_open();
+    cli_negotiate(c2);
     {
         uint8_t m2[WIRE_FRAME_MAX];
         size_t n;
