@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # deps.sh - installs what Shoal builds and tests with, from Debian 12's packages.
 # Does nothing when everything is there already; needs root (or sudo) otherwise.
+#   scripts/deps.sh [PACKAGE...]     also these (scripts/bench.sh adds clang for fuzzing)
 set -euo pipefail
 
 packages=(
@@ -10,6 +11,7 @@ packages=(
     libhttp-parser-dev                   # the node's HTTP server (no pkg-config file)
     b3sum python3                        # tests: BLAKE3 cross-checks, test scripts
     iperf3                               # benchmarks: raw TCP next to the peer transport
+    "$@"
 )
 
 missing=()
