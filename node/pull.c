@@ -629,7 +629,8 @@ static void put_done(void *arg)
     }
     if (err == SHOAL_EHASH && p->peer[0]) {
         peer_blame(p->m->env.peers, p->peer, "a piece that does not match its hash");
-        release_buf(p->m, pc);
+        if (!(f->sha_busy && f->sha_next == pc->index))
+            release_buf(p->m, pc); /* else the sha job still reads it: sha_done frees it */
         fail(p, "%s: peer %s served bytes that do not match their hashes", f->path, p->peer);
         return;
     }
