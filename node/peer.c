@@ -680,10 +680,15 @@ static void pump(struct conn *c)
     flush(c);
 }
 
-/* GET_SNAPSHOT and GET_MANIFEST: one store job, one answer. */
-struct blob_job {
+/* What every one-answer request's job starts with (serve_answer fills it). */
+struct answer {
     struct conn *c;
     struct wire_msg req;
+};
+
+/* GET_SNAPSHOT and GET_MANIFEST: one store job, one answer. */
+struct blob_job {
+    struct answer a;
     uint8_t *out;
     size_t out_len;
     int err;
@@ -692,10 +697,10 @@ struct blob_job {
 static void blob_run(void *arg)
 {
     struct blob_job *j = arg;
-    struct store *s = j->c->m->env.store;
+    struct store *s = j->a.c->m->env.store;
 
-    if (j->req.type == WIRE_GET_SNAPSHOT) {
-        const char *repo = j->req.u.get_snapshot.repo, *rev = j->req.u.get_snapshot.rev;
+    if (j->a.req.type == WIRE_GET_SNAPSHOT) {
+        const char *repo = j->a.req.u.get_snapshot.repo, *rev = j->a.req.u.get_snapshot.rev;
         char commit[SNAPSHOT_COMMIT_LEN + 1];
         struct snapshot snap;
 
@@ -711,9 +716,9 @@ static void blob_run(void *arg)
             j->err = snapshot_encode(&snap, &j->out, &j->out_len);
             snapshot_release(&snap);
         }
-    } else if (j->req.u.get_manifest.piece == WIRE_PIECE_ALL) {
+    } else if (j->a.req.u.get_manifest.piece == WIRE_PIECE_ALL) {
         struct manifest m;
-        j->err = store_get_manifest(s, j->req.u.get_manifest.sha256, &m);
+        j->err = store_get_manifest(s, j->a.req.u.get_manifest.sha256, &m);
         if (j->err == 0) {
             j->err = manifest_encode(&m, &j->out, &j->out_len);
             manifest_release(&m);
@@ -721,7 +726,7 @@ static void blob_run(void *arg)
     } else {
         struct manifest_piece p;
         struct chash_leaf *chunks;
-        j->err = store_get_piece(s, j->req.u.get_manifest.sha256, j->req.u.get_manifest.piece,
+        j->err = store_get_piece(s, j->a.req.u.get_manifest.sha256, j->a.req.u.get_manifest.piece,
                                  &p, &chunks);
         if (j->err == 0) {
             j->err = manifest_piece_encode(&p, chunks, &j->out, &j->out_len);
@@ -733,21 +738,21 @@ static void blob_run(void *arg)
 static void blob_done(void *arg)
 {
     struct blob_job *j = arg;
-    struct conn *c = j->c;
-    bool snap = j->req.type == WIRE_GET_SNAPSHOT;
+    struct conn *c = j->a.c;
+    bool snap = j->a.req.type == WIRE_GET_SNAPSHOT;
     size_t max = snap ? WIRE_SNAPSHOT_MAX : WIRE_MANIFEST_MAX;
-    struct wire_msg m = {.id = j->req.id};
+    struct wire_msg m = {.id = j->a.req.id};
 
     c->jobs--;
     c->answers--;
     if (c->state == C_OPEN) {
         if (j->err == -ENOENT) {
-            send_error(c, j->req.id, WIRE_ERR_NOT_FOUND, snap ? "no such snapshot here"
+            send_error(c, j->a.req.id, WIRE_ERR_NOT_FOUND, snap ? "no such snapshot here"
                                                                : "no such file or piece here");
         } else if (j->err < 0) {
-            send_error(c, j->req.id, WIRE_ERR_INTERNAL, shoal_strerror(j->err));
+            send_error(c, j->a.req.id, WIRE_ERR_INTERNAL, shoal_strerror(j->err));
         } else if (j->out_len == 0 || j->out_len > max) {
-            send_error(c, j->req.id, WIRE_ERR_TOO_LARGE, "over the message limit");
+            send_error(c, j->a.req.id, WIRE_ERR_TOO_LARGE, "over the message limit");
         } else {
             m.type = snap ? WIRE_SNAPSHOT : WIRE_MANIFEST;
             m.u.snapshot.len = (uint32_t)j->out_len;
@@ -761,27 +766,36 @@ static void blob_done(void *arg)
     maybe_free(c);
 }
 
-static void serve_blob(struct conn *c, const struct wire_msg *msg)
+/* Queues the store job of a request with one answer: `size` bytes of job whose first
+ * member is a struct answer. Beyond WIRE_INFLIGHT_MAX answers in progress on a
+ * connection the request gets BUSY: that bounds what one read can start (a frame holds
+ * some 1,300 requests). */
+static void serve_answer(struct conn *c, const struct wire_msg *msg, size_t size,
+                         work_run_fn run, work_done_fn done)
 {
-    struct blob_job *j;
+    struct answer *j;
 
-    /* Bounds the answers one read can start (a frame holds ~1,300 requests). */
     if (c->answers >= WIRE_INFLIGHT_MAX) {
         send_error(c, msg->id, WIRE_ERR_BUSY, "too many requests at once");
         return;
     }
-    j = calloc(1, sizeof(*j));
+    j = calloc(1, size);
     if (j) {
         j->c = c;
         j->req = *msg;
     }
-    if (!j || work_queue(c->m->env.work, blob_run, blob_done, j) < 0) {
+    if (!j || work_queue(c->m->env.work, run, done, j) < 0) {
         free(j);
         send_error(c, msg->id, WIRE_ERR_BUSY, "the node is busy or stopping");
         return;
     }
     c->jobs++;
     c->answers++;
+}
+
+static void serve_blob(struct conn *c, const struct wire_msg *msg)
+{
+    serve_answer(c, msg, sizeof(struct blob_job), blob_run, blob_done);
 }
 
 static void serve_chunks(struct conn *c, const struct wire_msg *msg)
@@ -817,8 +831,7 @@ static void serve_chunks(struct conn *c, const struct wire_msg *msg)
 
 /* HAVE: answered from the store's index (no chunk bytes read). */
 struct have_job {
-    struct conn *c;
-    struct wire_msg req;
+    struct answer a;
     bool have[WIRE_HAVE_PER_REQ];
     int err;
 };
@@ -827,25 +840,25 @@ static void have_run(void *arg)
 {
     struct have_job *j = arg;
 
-    j->err = store_has_chunks(j->c->m->env.store,
-                              (const uint8_t(*)[CHASH_LEN])j->req.u.have.hash, j->req.u.have.n,
+    j->err = store_has_chunks(j->a.c->m->env.store,
+                              (const uint8_t(*)[CHASH_LEN])j->a.req.u.have.hash, j->a.req.u.have.n,
                               j->have);
 }
 
 static void have_done(void *arg)
 {
     struct have_job *j = arg;
-    struct conn *c = j->c;
-    struct wire_msg m = {.type = WIRE_HAVE_RESULT, .id = j->req.id};
+    struct conn *c = j->a.c;
+    struct wire_msg m = {.type = WIRE_HAVE_RESULT, .id = j->a.req.id};
 
     c->jobs--;
     c->answers--;
     if (c->state == C_OPEN) {
         if (j->err < 0) {
-            send_error(c, j->req.id, WIRE_ERR_INTERNAL, shoal_strerror(j->err));
+            send_error(c, j->a.req.id, WIRE_ERR_INTERNAL, shoal_strerror(j->err));
         } else {
-            m.u.have_result.len = (j->req.u.have.n + 7) / 8;
-            for (uint32_t i = 0; i < j->req.u.have.n; i++)
+            m.u.have_result.len = (j->a.req.u.have.n + 7) / 8;
+            for (uint32_t i = 0; i < j->a.req.u.have.n; i++)
                 if (j->have[i])
                     wire_have_set(&m.u.have_result, i);
             send_msg(c, &m);
@@ -858,24 +871,7 @@ static void have_done(void *arg)
 
 static void serve_have(struct conn *c, const struct wire_msg *msg)
 {
-    struct have_job *j;
-
-    if (c->answers >= WIRE_INFLIGHT_MAX) {
-        send_error(c, msg->id, WIRE_ERR_BUSY, "too many requests at once");
-        return;
-    }
-    j = calloc(1, sizeof(*j));
-    if (j) {
-        j->c = c;
-        j->req = *msg;
-    }
-    if (!j || work_queue(c->m->env.work, have_run, have_done, j) < 0) {
-        free(j);
-        send_error(c, msg->id, WIRE_ERR_BUSY, "the node is busy or stopping");
-        return;
-    }
-    c->jobs++;
-    c->answers++;
+    serve_answer(c, msg, sizeof(struct have_job), have_run, have_done);
 }
 
 /* --- messages in ------------------------------------------------------------------------------- */

@@ -7,44 +7,9 @@ set -euo pipefail
 
 shoal=$(cd "$(dirname "$1")" && pwd)/$(basename "$1") # absolute: some cases run elsewhere
 here=$(cd "$(dirname "$0")" && pwd)
-tmp=$(mktemp -d "${TMPDIR:-/tmp}/test_node_cmds.XXXXXX")
-# A unix socket path must fit in 108 bytes; a long TMPDIR would not leave room.
-if [ ${#tmp} -gt 70 ]; then
-    rm -rf "$tmp"
-    tmp=$(mktemp -d /tmp/test_node_cmds.XXXXXX)
-fi
-pids=()
-cleanup() {
-    local p
-    for p in "${pids[@]}"; do
-        kill -KILL "$p" 2>/dev/null || true
-    done
-    rm -rf "$tmp"
-}
-trap cleanup EXIT
-pass=0
+. "$(dirname "$0")/lib.sh"
+cli_setup test_node_cmds
 
-fail() { echo "FAILED: $*" >&2; echo "$pass passed, 1 failed"; exit 1; }
-ok() { pass=$((pass + 1)); echo "-- ok: $*" >&2; }
-# expect STATUS CMD...: runs CMD, stdout to $tmp/out, stderr to $tmp/err.
-expect() {
-    local want=$1 got=0
-    shift
-    "$@" >"$tmp/out" 2>"$tmp/err" </dev/null || got=$?
-    [ "$got" -eq "$want" ] || {
-        cat "$tmp/out" "$tmp/err" >&2
-        fail "$* exited $got, not $want"
-    }
-}
-# wait_for SECONDS CMD...: polls CMD until it succeeds or the deadline passes.
-wait_for() {
-    local deadline=$((SECONDS + $1))
-    shift
-    until "$@"; do
-        [ "$SECONDS" -lt "$deadline" ] || return 1
-        sleep 0.1
-    done
-}
 has() { grep -qF -- "$1" "$2" || { cat "$2" >&2; fail "${3:-$2 lacks '$1'}"; }; }
 # json CODE: runs python CODE with d = the JSON document on stdout (which must be the
 # only thing there: json.load refuses trailing text).

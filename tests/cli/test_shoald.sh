@@ -5,38 +5,9 @@
 set -euo pipefail
 
 shoald=$1
-tmp=$(mktemp -d "${TMPDIR:-/tmp}/test_shoald.XXXXXX")
-pids=()
-cleanup() {
-    local p
-    for p in "${pids[@]}"; do
-        kill -KILL "$p" 2>/dev/null || true
-    done
-    rm -rf "$tmp"
-}
-trap cleanup EXIT
-pass=0
+. "$(dirname "$0")/lib.sh"
+cli_setup test_shoald
 
-fail() { echo "FAILED: $*" >&2; echo "$pass passed, 1 failed"; exit 1; }
-ok() { pass=$((pass + 1)); echo "-- ok: $*" >&2; }
-# expect STATUS CMD...: runs CMD, stdout to $tmp/out, stderr to $tmp/err.
-expect() {
-    local want=$1 got=0
-    shift
-    "$@" >"$tmp/out" 2>"$tmp/err" || got=$?
-    [ "$got" -eq "$want" ] || { cat "$tmp/err" >&2; fail "$* exited $got, not $want"; }
-}
-# wait_for SECONDS CMD...: polls CMD until it succeeds or the deadline passes.
-wait_for() {
-    local deadline=$((SECONDS + $1))
-    shift
-    until "$@"; do
-        [ "$SECONDS" -lt "$deadline" ] || return 1
-        sleep 0.1
-    done
-}
-running() { kill -0 "$1" 2>/dev/null; }
-exited() { ! running "$1"; }
 flags=(--listen 127.0.0.1:0 --http 127.0.0.1:0)
 data="$tmp/data"
 
