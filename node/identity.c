@@ -15,21 +15,6 @@
 #define ID_PATH_MAX 4096
 #define ID_HASH_BYTES 10 /* 80 bits: 16 base32 characters */
 
-static int id_fail(char *why, size_t why_len, int err, const char *fmt, ...)
-    __attribute__((format(printf, 4, 5)));
-
-static int id_fail(char *why, size_t why_len, int err, const char *fmt, ...)
-{
-    va_list ap;
-
-    if (why && why_len > 0) {
-        va_start(ap, fmt);
-        vsnprintf(why, why_len, fmt, ap);
-        va_end(ap);
-    }
-    return err;
-}
-
 static void id_check(const uint8_t *buf, uint8_t out[static IDENTITY_CHECK_LEN])
 {
     uint8_t h[B3_OUT_LEN];
@@ -47,25 +32,25 @@ static int id_decode(const char *path, const uint8_t *buf, size_t len, struct id
     int err = 0;
 
     if (len != IDENTITY_FILE_LEN) {
-        return id_fail(why, why_len, SHOAL_EFORMAT,
+        return keyfile_why(why, why_len, SHOAL_EFORMAT,
                        "%s: not a node key file: %s (%zu bytes, expected %d); move it away "
                        "to create a new identity",
                        path, len < IDENTITY_FILE_LEN ? "truncated" : "too long", len,
                        IDENTITY_FILE_LEN);
     }
     if (memcmp(buf, IDENTITY_MAGIC, IDENTITY_MAGIC_LEN) != 0) {
-        return id_fail(why, why_len, SHOAL_EFORMAT,
+        return keyfile_why(why, why_len, SHOAL_EFORMAT,
                        "%s: not a node key file: bad magic (expected %s)", path,
                        IDENTITY_MAGIC);
     }
     id_check(buf, check);
     if (memcmp(check, buf + IDENTITY_FILE_LEN - IDENTITY_CHECK_LEN, IDENTITY_CHECK_LEN) != 0) {
-        return id_fail(why, why_len, SHOAL_EFORMAT,
+        return keyfile_why(why, why_len, SHOAL_EFORMAT,
                        "%s: node key file is corrupt: bad checksum", path);
     }
     if (crypto_scalarmult_base(derived, sk) != 0 ||
         sodium_memcmp(derived, pk, IDENTITY_KEY_LEN) != 0) {
-        err = id_fail(why, why_len, SHOAL_EFORMAT,
+        err = keyfile_why(why, why_len, SHOAL_EFORMAT,
                       "%s: node key file is corrupt: public key does not match secret key",
                       path);
         goto out;
@@ -84,7 +69,7 @@ int identity_load(const char *path, struct identity *out, char *why, size_t why_
     int err;
 
     if (sodium_init() < 0)
-        return id_fail(why, why_len, -EIO, "libsodium failed to initialise");
+        return keyfile_why(why, why_len, -EIO, "libsodium failed to initialise");
     err = keyfile_read(path, "node key file", KEYFILE_NOFOLLOW, buf, sizeof(buf), &len, why,
                        why_len);
     if (err == 0)
@@ -100,7 +85,7 @@ int identity_create(const char *path, struct identity *out, char *why, size_t wh
     int err;
 
     if (sodium_init() < 0)
-        return id_fail(why, why_len, -EIO, "libsodium failed to initialise");
+        return keyfile_why(why, why_len, -EIO, "libsodium failed to initialise");
     crypto_box_keypair(id.public, id.secret);
     memcpy(buf, IDENTITY_MAGIC, IDENTITY_MAGIC_LEN);
     memcpy(buf + IDENTITY_MAGIC_LEN, id.secret, IDENTITY_KEY_LEN);
@@ -122,7 +107,7 @@ int identity_load_or_create(const char *data_dir, struct identity *out, bool *cr
 
     n = snprintf(path, sizeof(path), "%s/%s", data_dir, IDENTITY_FILE);
     if (n < 0 || (size_t)n >= sizeof(path))
-        return id_fail(why, why_len, -ENAMETOOLONG, "%s: path too long", data_dir);
+        return keyfile_why(why, why_len, -ENAMETOOLONG, "%s: path too long", data_dir);
     err = identity_load(path, out, why, why_len);
     if (err != -ENOENT) {
         if (err == 0)

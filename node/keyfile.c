@@ -15,10 +15,7 @@
 
 #define KF_PATH_MAX 4096
 
-static int kf_fail(char *why, size_t why_len, int err, const char *fmt, ...)
-    __attribute__((format(printf, 4, 5)));
-
-static int kf_fail(char *why, size_t why_len, int err, const char *fmt, ...)
+int keyfile_why(char *why, size_t why_len, int err, const char *fmt, ...)
 {
     va_list ap;
 
@@ -66,19 +63,19 @@ int keyfile_read(const char *path, const char *what, int flags, uint8_t *buf, si
     if (fd < 0) {
         err = -errno;
         if (err == -ELOOP && (flags & KEYFILE_NOFOLLOW))
-            return kf_fail(why, why_len, err, "%s: %s is a symbolic link; refused", path, what);
-        return kf_fail(why, why_len, err, "%s: cannot open %s: %s", path, what, strerror(-err));
+            return keyfile_why(why, why_len, err, "%s: %s is a symbolic link; refused", path, what);
+        return keyfile_why(why, why_len, err, "%s: cannot open %s: %s", path, what, strerror(-err));
     }
     if (fstat(fd, &st) != 0) {
-        err = kf_fail(why, why_len, -errno, "%s: cannot stat %s: %s", path, what, strerror(errno));
+        err = keyfile_why(why, why_len, -errno, "%s: cannot stat %s: %s", path, what, strerror(errno));
         goto out;
     }
     if (!S_ISREG(st.st_mode)) {
-        err = kf_fail(why, why_len, SHOAL_EFORMAT, "%s: %s is not a regular file", path, what);
+        err = keyfile_why(why, why_len, SHOAL_EFORMAT, "%s: %s is not a regular file", path, what);
         goto out;
     }
     if (st.st_mode & (S_IRWXG | S_IRWXO)) {
-        err = kf_fail(why, why_len, -EACCES,
+        err = keyfile_why(why, why_len, -EACCES,
                       "%s: %s has mode %04o: group or others may access it; run chmod 600 "
                       "on it if it is still secret",
                       path, what, (unsigned)(st.st_mode & 07777));
@@ -86,7 +83,7 @@ int keyfile_read(const char *path, const char *what, int flags, uint8_t *buf, si
     }
     err = kf_read_all(fd, buf, cap, len);
     if (err < 0)
-        kf_fail(why, why_len, err, "%s: cannot read %s: %s", path, what, strerror(-err));
+        keyfile_why(why, why_len, err, "%s: cannot read %s: %s", path, what, strerror(-err));
 out:
     close(fd);
     return err;
@@ -163,13 +160,13 @@ int keyfile_create(const char *path, const char *what, const uint8_t *buf, size_
     int fd, err;
 
     if (kf_tmp_name(path, tmp, sizeof(tmp)) < 0)
-        return kf_fail(why, why_len, -ENAMETOOLONG, "%s: path too long", path);
+        return keyfile_why(why, why_len, -ENAMETOOLONG, "%s: path too long", path);
     if (faccessat(AT_FDCWD, path, F_OK, AT_SYMLINK_NOFOLLOW) == 0)
-        return kf_fail(why, why_len, -EEXIST, "%s: %s already exists", path, what);
+        return keyfile_why(why, why_len, -EEXIST, "%s: %s already exists", path, what);
     fd = open(tmp, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0600);
     if (fd < 0) {
         err = -errno;
-        return kf_fail(why, why_len, err, "%s: cannot create: %s", tmp, strerror(-err));
+        return keyfile_why(why, why_len, err, "%s: cannot create: %s", tmp, strerror(-err));
     }
     err = kf_write_all(fd, buf, len);
     if (err == 0 && fsync(fd) != 0)
@@ -181,12 +178,12 @@ int keyfile_create(const char *path, const char *what, const uint8_t *buf, size_
     if (err < 0) {
         unlink(tmp);
         if (err == -EEXIST)
-            return kf_fail(why, why_len, err, "%s: %s already exists", path, what);
-        return kf_fail(why, why_len, err, "%s: cannot write %s: %s", path, what, strerror(-err));
+            return keyfile_why(why, why_len, err, "%s: %s already exists", path, what);
+        return keyfile_why(why, why_len, err, "%s: cannot write %s: %s", path, what, strerror(-err));
     }
     err = kf_sync_dir(path);
     if (err < 0)
-        return kf_fail(why, why_len, err, "%s: cannot sync its directory: %s", path,
+        return keyfile_why(why, why_len, err, "%s: cannot sync its directory: %s", path,
                        strerror(-err));
     return 0;
 }
@@ -197,10 +194,10 @@ int keyfile_remove_stale_tmp(const char *path, char *why, size_t why_len)
     int err;
 
     if (kf_tmp_name(path, tmp, sizeof(tmp)) < 0)
-        return kf_fail(why, why_len, -ENAMETOOLONG, "%s: path too long", path);
+        return keyfile_why(why, why_len, -ENAMETOOLONG, "%s: path too long", path);
     if (unlink(tmp) != 0 && errno != ENOENT) {
         err = -errno;
-        return kf_fail(why, why_len, err, "%s: cannot remove stale temp file: %s", tmp,
+        return keyfile_why(why, why_len, err, "%s: cannot remove stale temp file: %s", tmp,
                        strerror(-err));
     }
     return 0;
@@ -220,25 +217,25 @@ static int ck_refused(const char *path, const uint8_t *buf, size_t len, size_t c
     switch (f) {
     case CLUSTERKEY_BAD_SIZE:
         if (len < CLUSTERKEY_MAGIC_LEN)
-            return kf_fail(why, why_len, err, "%s: not a cluster key file (%zu bytes)", path, len);
-        return kf_fail(why, why_len, err, "%s: cluster key file is %s (%zu%s bytes, expected %d)",
+            return keyfile_why(why, why_len, err, "%s: not a cluster key file (%zu bytes)", path, len);
+        return keyfile_why(why, why_len, err, "%s: cluster key file is %s (%zu%s bytes, expected %d)",
                        path, len < CLUSTERKEY_FILE_LEN ? "truncated" : "too long", len,
                        len >= cap ? " or more" : "", CLUSTERKEY_FILE_LEN);
     case CLUSTERKEY_NODE_KEY:
-        return kf_fail(why, why_len, err,
+        return keyfile_why(why, why_len, err,
                        "%s: this is a node key file (node.key), not a cluster key; give the "
                        "file made by shoal keygen",
                        path);
     case CLUSTERKEY_BAD_VERSION:
         v = buf[CLUSTERKEY_MAGIC_LEN - 1];
         if (isprint(v))
-            return kf_fail(why, why_len, err,
+            return keyfile_why(why, why_len, err,
                            "%s: cluster key file of version '%c'; this build reads version "
                            "'%c' only",
                            path, v, CLUSTERKEY_VERSION);
-        return kf_fail(why, why_len, err, "%s: cluster key file of an unknown version", path);
+        return keyfile_why(why, why_len, err, "%s: cluster key file of an unknown version", path);
     case CLUSTERKEY_BAD_CHECK:
-        return kf_fail(why, why_len, err,
+        return keyfile_why(why, why_len, err,
                        "%s: cluster key file is damaged (bad checksum); copy it again from "
                        "a node of the cluster",
                        path);
@@ -246,7 +243,7 @@ static int ck_refused(const char *path, const uint8_t *buf, size_t len, size_t c
     case CLUSTERKEY_OK:
         break;
     }
-    return kf_fail(why, why_len, err, "%s: %s (bad magic); make one with shoal keygen", path,
+    return keyfile_why(why, why_len, err, "%s: %s (bad magic); make one with shoal keygen", path,
                    clusterkey_fault_str(f));
 }
 
@@ -260,7 +257,7 @@ int keyfile_cluster_load(const char *path, int flags, struct clusterkey *out, ch
 
     err = keyfile_read(path, ck_what, flags, buf, sizeof(buf), &len, why, why_len);
     if (err == -ENOENT)
-        err = kf_fail(why, why_len, err,
+        err = keyfile_why(why, why_len, err,
                       "%s: no such cluster key file; make one with shoal keygen, or copy the "
                       "cluster's key there (mode 0600)",
                       path);
@@ -285,7 +282,7 @@ static int ck_create(const char *path, struct clusterkey *out, char *why, size_t
     if (err < 0)
         return err;
     if (clusterkey_generate(&k) < 0)
-        return kf_fail(why, why_len, -EIO, "libsodium failed to initialise");
+        return keyfile_why(why, why_len, -EIO, "libsodium failed to initialise");
     clusterkey_encode(&k, buf);
     err = keyfile_create(path, ck_what, buf, sizeof(buf), why, why_len);
     if (err == 0)
@@ -303,7 +300,7 @@ int keyfile_cluster_open(const char *data_dir, const char *path, struct clusterk
 
     n = snprintf(def, sizeof(def), "%s/%s", data_dir, KEYFILE_CLUSTER);
     if (n < 0 || (size_t)n >= sizeof(def))
-        return kf_fail(why, why_len, -ENAMETOOLONG, "%s: path too long", data_dir);
+        return keyfile_why(why, why_len, -ENAMETOOLONG, "%s: path too long", data_dir);
     if (strcmp(path, def) != 0)
         err = keyfile_cluster_load(path, 0, out, why, why_len);
     else

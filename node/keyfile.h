@@ -62,4 +62,9 @@ int keyfile_cluster_load(const char *path, int flags, struct clusterkey *out, ch
 int keyfile_cluster_open(const char *data_dir, const char *path, struct clusterkey *out,
                          bool *created, char *why, size_t why_len);
 
+/* Writes a message into why (when why_len > 0) and returns err: the one-line-reason
+ * convention of the key-file functions, shared with identity.c. */
+int keyfile_why(char *why, size_t why_len, int err, const char *fmt, ...)
+    __attribute__((format(printf, 4, 5)));
+
 #endif
