@@ -54,6 +54,7 @@ struct cfg {
     unsigned hub_concurrency;         /* 1..256; 4 */
     unsigned hub_timeout;             /* seconds without a byte = stalled; 30 */
     bool peer_chacha_only;            /* --peer-cipher chacha; default auto */
+    bool store_direct;                /* --store-writes direct; default buffered */
     enum cfg_log_level log_level;     /* info */
     char *config;                     /* the config file read; NULL: none */
     bool help, version, print_config; /* for the caller to act on */

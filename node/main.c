@@ -181,6 +181,7 @@ static int open_node(struct shoald *d)
     struct store_opts so = {
         .quota = d->cfg.quota,
         .min_free = d->cfg.min_free,
+        .direct_writes = d->cfg.store_direct,
         .log = on_store_log,
         .log_arg = d,
     };

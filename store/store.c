@@ -275,6 +275,8 @@ int store_open(const char *dir, const struct store_opts *o, struct store **out, 
      * (docs/benchmarks.md). Buffered, not direct, I/O: what was just fetched is what
      * peers ask for next, and it is then still in the page cache. */
     rocksdb_options_set_max_background_flushes(dbo, 3);
+    if (o && o->direct_writes)
+        rocksdb_options_set_use_direct_io_for_flush_and_compaction(dbo, 1);
 
     existing = rocksdb_list_column_families(dbo, dir, &n_existing, &err);
     fresh = err != NULL; /* no database there yet */
