@@ -188,7 +188,7 @@ int main(int argc, char **argv)
     int gib = argc > 2 ? (int)strtol(argv[2], NULL, 10) : 4, threads = (int)sysconf(_SC_NPROCESSORS_ONLN);
     char path[4096], cmd[8192];
     struct job j = {.mu = PTHREAD_MUTEX_INITIALIZER};
-    struct store_opts o = {0};
+    struct store_opts o = {.direct_writes = argc > 3 && strcmp(argv[3], "direct") == 0};
     struct store_stats st;
     struct rusage ru;
     uint64_t w0, w1, total, got = 0;
@@ -201,7 +201,7 @@ int main(int argc, char **argv)
      * rose by ~120 MiB for the same work (docs/benchmarks.md). */
     mallopt(M_ARENA_MAX, 1);
     if (!dir || gib < 1) {
-        fprintf(stderr, "usage: bench_store DIR [GIB]\n");
+        fprintf(stderr, "usage: bench_store DIR [GIB [direct]]\n");
         return 2;
     }
     if (threads > 16)
@@ -226,7 +226,8 @@ int main(int argc, char **argv)
     printf("benchmark's own buffers before the store opens: %ld MiB\n", phase_peak_mib());
     snprintf(path, sizeof(path), "%s/store", dir);
     CHECK_EQ(store_open(path, &o, &j.s, why, sizeof(why)), 0);
-    printf("== store, %d writer threads, %d GiB in 1 GiB files\n", threads, gib);
+    printf("== store, %d writer threads, %d GiB in 1 GiB files, %s writes\n", threads, gib,
+           o.direct_writes ? "direct" : "buffered");
     j.hash = true;
     j.seed = 1;
     w0 = io_written();
