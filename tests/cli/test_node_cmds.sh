@@ -25,7 +25,7 @@ no_escapes() { ! grep -q $'\033' "$1" || fail "escape codes in $1 (not a termina
 # A clean environment: the tool must find everything from what each test gives it.
 unset SHOAL_SOCKET SHOAL_DATA_DIR HF_HUB_CACHE HF_HOME XDG_CACHE_HOME
 export HOME="$tmp/home"
-mkdir -p "$HOME" "$tmp/data" "$tmp/work"
+mkdir -p "$HOME" "$tmp/data" "$tmp/cwd"
 data="$tmp/data"
 sock="$data/shoald.sock"
 log="$tmp/requests.jsonl"
@@ -174,19 +174,19 @@ last_post "assert r['body']['cache_dir'] == sys.argv[2], r" "$HOME/.cache/huggin
     fail "default cache snapshot folder"
 expect 0 env HF_HUB_CACHE='~/hc/' "$shoal" pull org/good
 last_post "assert r['body']['cache_dir'] == sys.argv[2], r" "$HOME/hc"
-(cd "$tmp/work" && expect 0 env HF_HUB_CACHE=rel/./c/../cache HF_HOME= "$shoal" pull org/good)
-last_post "assert r['body']['cache_dir'] == sys.argv[2], r" "$tmp/work/rel/cache"
+(cd "$tmp/cwd" && expect 0 env HF_HUB_CACHE=rel/./c/../cache HF_HOME= "$shoal" pull org/good)
+last_post "assert r['body']['cache_dir'] == sys.argv[2], r" "$tmp/cwd/rel/cache"
 expect 0 env HF_HUB_CACHE= HF_HOME="$tmp/hfhome" "$shoal" pull org/good
 last_post "assert r['body']['cache_dir'] == sys.argv[2], r" "$tmp/hfhome/hub"
 ok "pull: hub cache from HF_HUB_CACHE, HF_HOME, XDG_CACHE_HOME, HOME"
 
 # --local-dir, made absolute; options before the operand; REV after the last '@'.
-(cd "$tmp/work" && expect 0 "$shoal" pull --local-dir ./out/../models --repo-type dataset \
+(cd "$tmp/cwd" && expect 0 "$shoal" pull --local-dir ./out/../models --repo-type dataset \
     org/good@refs/pr/1)
-[ "$(cat "$tmp/out")" = "$tmp/work/models" ] || fail "pull prints the local dir"
+[ "$(cat "$tmp/out")" = "$tmp/cwd/models" ] || fail "pull prints the local dir"
 last_post "
 assert r['body'] == {'repo': 'org/good', 'repo_type': 'dataset', 'revision': 'refs/pr/1',
-                     'local_dir': sys.argv[2]}, r" "$tmp/work/models"
+                     'local_dir': sys.argv[2]}, r" "$tmp/cwd/models"
 expect 1 "$shoal" pull 'name@a@b'
 last_post "assert r['body']['repo'] == 'name@a' and r['body']['revision'] == 'b', r"
 ok "pull: --local-dir absolute, options first, REPO@REV split"
@@ -263,19 +263,19 @@ expect 0 "$shoal" gc
 has 'removed 1 file' "$tmp/out"
 last_req "assert r['method'] == 'POST' and r['path'] == '/v1/gc' and r['body'] == {}, r"
 
-mkdir -p "$tmp/work/imp/sub"
-printf 'hello' >"$tmp/work/imp/a.txt"
-printf 'hello world' >"$tmp/work/imp/sub/b.bin"
-(cd "$tmp/work" && expect 0 "$shoal" import imp/ --repo org/mine)
+mkdir -p "$tmp/cwd/imp/sub"
+printf 'hello' >"$tmp/cwd/imp/a.txt"
+printf 'hello world' >"$tmp/cwd/imp/sub/b.bin"
+(cd "$tmp/cwd" && expect 0 "$shoal" import imp/ --repo org/mine)
 has "imported org/mine (model) commit $(printf 'f%.0s' {1..40}): 2 files, 16 B" "$tmp/out"
 last_req "assert r['path'] == '/v1/imports' and r['body'] == \
-    {'dir': sys.argv[2], 'repo': 'org/mine', 'repo_type': 'model'}, r" "$tmp/work/imp"
-(cd "$tmp/work" && expect 0 "$shoal" import --json --repo-type dataset --repo mine ./imp)
+    {'dir': sys.argv[2], 'repo': 'org/mine', 'repo_type': 'model'}, r" "$tmp/cwd/imp"
+(cd "$tmp/cwd" && expect 0 "$shoal" import --json --repo-type dataset --repo mine ./imp)
 json "assert d['repo'] == 'mine' and d['files'] == 2 and d['bytes'] == 16, d"
 before=$(n_reqs)
-expect 1 "$shoal" import "$tmp/work/nosuch" --repo org/mine
-has "shoal import: $tmp/work/nosuch: No such file or directory" "$tmp/err"
-expect 1 "$shoal" import "$tmp/work/imp/a.txt" --repo org/mine
+expect 1 "$shoal" import "$tmp/cwd/nosuch" --repo org/mine
+has "shoal import: $tmp/cwd/nosuch: No such file or directory" "$tmp/err"
+expect 1 "$shoal" import "$tmp/cwd/imp/a.txt" --repo org/mine
 has 'Not a directory' "$tmp/err"
 [ "$(n_reqs)" -eq "$before" ] || fail "import of a missing folder asks the node nothing"
 ok "ls, rm, gc, import"
