@@ -78,6 +78,8 @@ struct pfile {
     char etag[SNAPSHOT_ETAG_MAX + 1];
     uint32_t n_pieces;
     struct piece *pieces;
+    uint32_t next_start;   /* pieces start in order: all before this one have started */
+    uint32_t n_stored;     /* pieces stored (with sha_next, says when the file is in) */
     uint32_t sha_next;
     bool sha_busy;
     bool finishing;
@@ -364,6 +366,7 @@ static void survey_done(void *arg)
         for (k = 0; k < f->n_pieces; k++) {
             if (f->pieces[k].stored) {
                 f->pieces[k].started = true;
+                f->n_stored++;
                 f->bytes_done += f->pieces[k].len;
             }
         }
@@ -639,6 +642,7 @@ static void put_done(void *arg)
         return;
     }
     pc->stored = true;
+    f->n_stored++;
     f->bytes_done += pc->len;
     p->bytes_done += pc->len;
     if (!f->lfs) {
@@ -1009,11 +1013,13 @@ static int peer_fetch(struct piece *pc)
     return 0;
 }
 
-/* Starts pieces, files in order, while buffers are free. */
+/* Starts pieces, files in order, while buffers are free. Runs after every piece
+ * event, so it only moves cursors forward: p->sched (the first file with pieces left to
+ * start) and each file's next_start. */
 static void schedule(struct pull_mgr *m)
 {
     struct pull *p;
-    uint32_t i, k;
+    uint32_t i;
     int err;
 
     for (p = m->pulls; p; p = p->next) {
@@ -1021,19 +1027,23 @@ static void schedule(struct pull_mgr *m)
             continue;
         for (i = p->sched; i < p->n_files && m->buffers < m->env.max_buffers; i++) {
             struct pfile *f = &p->files[i];
-            bool pending = false;
-            for (k = 0; k < f->n_pieces && m->buffers < m->env.max_buffers; k++) {
-                if (f->pieces[k].started)
-                    continue;
-                err = start_fetch(&f->pieces[k]);
-                if (err < 0) {
-                    fail(p, "%s: cannot start its download: %s", f->path, strerror(-err));
-                    return;
+
+            while (f->next_start < f->n_pieces) {
+                struct piece *pc = &f->pieces[f->next_start];
+
+                if (!pc->started) {
+                    if (m->buffers >= m->env.max_buffers)
+                        break;
+                    err = start_fetch(pc);
+                    if (err < 0) {
+                        fail(p, "%s: cannot start its download: %s", f->path,
+                             strerror(-err));
+                        return;
+                    }
                 }
+                f->next_start++;
             }
-            for (k = 0; k < f->n_pieces; k++)
-                pending |= !f->pieces[k].started;
-            if (!pending && i == p->sched)
+            if (f->next_start == f->n_pieces && i == p->sched)
                 p->sched++;
         }
     }
@@ -1094,6 +1104,8 @@ static void refetch_file(struct pfile *f, const char *why)
         *pc = (struct piece){.f = f, .index = pc->index, .len = pc->len};
     }
     f->sha_next = 0;
+    f->next_start = 0;
+    f->n_stored = 0;
     f->stream_done = false;
     if (f->sha_open)
         sha256_release(&f->sha);
@@ -1142,7 +1154,6 @@ static void maybe_finish_file(struct pfile *f)
 {
     struct pull *p = f->p;
     struct finish_job *j;
-    uint32_t k;
 
     if (!active(p) || f->finishing)
         return;
@@ -1151,11 +1162,9 @@ static void maybe_finish_file(struct pfile *f)
             finish_export(p);
         return;
     }
-    if (!f->lfs)
+    /* Hashing goes in order, so sha_next at the end means every piece was hashed. */
+    if (!f->lfs || f->n_stored < f->n_pieces || f->sha_next < f->n_pieces)
         return;
-    for (k = 0; k < f->n_pieces; k++)
-        if (!f->pieces[k].stored || !f->pieces[k].hashed)
-            return;
     j = calloc(1, sizeof(*j));
     if (!j) {
         fail(p, "out of memory");
