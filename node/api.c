@@ -165,6 +165,7 @@ struct req_job {
     struct http_req *req;
     int err;
     json_t *doc;          /* the answer, built on the pool */
+    struct store_stats st; /* for status and /metrics */
     char why[1024];
     char srepo[SNAPSHOT_REPO_MAX + 1];
     char rev[SNAPSHOT_REV_MAX + 1];
@@ -214,18 +215,20 @@ static struct req_job *new_job(struct http_req *req)
 
 /* --- /v1/status ---------------------------------------------------------------------------- */
 
-static void status_run(void *arg)
+/* The store's totals as status, ls and /metrics show them. */
+static json_t *stats_json(const struct store_stats *st)
+{
+    return json_pack("{s:I, s:I, s:I, s:I, s:I}", "files", (json_int_t)st->files,
+                     "complete_files", (json_int_t)st->complete_files, "chunks",
+                     (json_int_t)st->chunks, "logical_bytes", (json_int_t)st->logical_bytes,
+                     "physical_bytes", (json_int_t)st->physical_bytes);
+}
+
+static void stats_run(void *arg)
 {
     struct req_job *j = arg;
-    struct store_stats st;
 
-    j->err = store_stats(j->env->store, &st);
-    if (j->err == 0)
-        j->doc = json_pack("{s:I, s:I, s:I, s:I, s:I}", "files", (json_int_t)st.files,
-                           "complete_files", (json_int_t)st.complete_files, "chunks",
-                           (json_int_t)st.chunks, "logical_bytes",
-                           (json_int_t)st.logical_bytes, "physical_bytes",
-                           (json_int_t)st.physical_bytes);
+    j->err = store_stats(j->env->store, &j->st);
 }
 
 static void status_finish(struct req_job *j)
@@ -233,13 +236,13 @@ static void status_finish(struct req_job *j)
     struct api_env *e = j->env;
     struct hub_stats hs;
     struct pull_stats ps;
-    json_t *store = j->doc;
+    json_t *store;
 
-    j->doc = NULL;
     if (j->err < 0) {
         reply_error(j->req, 500, "the store failed: %s", shoal_strerror(j->err));
         return;
     }
+    store = stats_json(&j->st);
     json_object_set_new(store, "quota", json_integer((json_int_t)e->quota));
     json_object_set_new(store, "min_free", json_integer((json_int_t)e->min_free));
     hub_get_stats(e->hub, &hs);
@@ -370,7 +373,6 @@ static void files_run(void *arg)
 {
     struct req_job *j = arg;
     struct store *s = j->env->store;
-    struct store_stats st;
 
     j->doc = json_pack("{s:[], s:[]}", "snapshots", "files");
     if (!j->doc) {
@@ -381,15 +383,9 @@ static void files_run(void *arg)
     if (j->err == 0)
         j->err = store_list_files(s, ls_file, j);
     if (j->err == 0)
-        j->err = store_stats(s, &st);
+        j->err = store_stats(s, &j->st);
     if (j->err == 0)
-        json_object_set_new(j->doc, "totals",
-                            json_pack("{s:I, s:I, s:I, s:I, s:I}", "files",
-                                      (json_int_t)st.files, "complete_files",
-                                      (json_int_t)st.complete_files, "chunks",
-                                      (json_int_t)st.chunks, "logical_bytes",
-                                      (json_int_t)st.logical_bytes, "physical_bytes",
-                                      (json_int_t)st.physical_bytes));
+        json_object_set_new(j->doc, "totals", stats_json(&j->st));
 }
 
 /* --- /v1/imports ------------------------------------------------------------------------------------ */
@@ -594,24 +590,6 @@ static void metric(struct text *t, const char *name, const char *type, const cha
     put(t, "# HELP %s %s\n# TYPE %s %s\n%s %" PRIu64 "\n", name, help, name, type, name, v);
 }
 
-static void metrics_run(void *arg)
-{
-    struct req_job *j = arg;
-    struct store_stats st;
-
-    j->err = store_stats(j->env->store, &st);
-    if (j->err == 0)
-        j->doc = json_pack("{s:I, s:I, s:I, s:I, s:I}", "files", (json_int_t)st.files,
-                           "complete", (json_int_t)st.complete_files, "chunks",
-                           (json_int_t)st.chunks, "logical", (json_int_t)st.logical_bytes,
-                           "physical", (json_int_t)st.physical_bytes);
-}
-
-static uint64_t jget(json_t *o, const char *k)
-{
-    return (uint64_t)json_integer_value(json_object_get(o, k));
-}
-
 static void metrics_finish(struct req_job *j)
 {
     struct api_env *e = j->env;
@@ -645,15 +623,15 @@ static void metrics_finish(struct req_job *j)
     metric(&t, "shoal_http_connections", "gauge", "Open HTTP connections.", sum.open);
     if (j->err == 0) {
         metric(&t, "shoal_store_files", "gauge", "Files with at least one piece stored.",
-               jget(j->doc, "files"));
+               j->st.files);
         metric(&t, "shoal_store_complete_files", "gauge", "Complete, verified files.",
-               jget(j->doc, "complete"));
+               j->st.complete_files);
         metric(&t, "shoal_store_chunks", "gauge", "Distinct chunks stored.",
-               jget(j->doc, "chunks"));
+               j->st.chunks);
         metric(&t, "shoal_store_logical_bytes", "gauge", "Bytes of all stored pieces.",
-               jget(j->doc, "logical"));
+               j->st.logical_bytes);
         metric(&t, "shoal_store_physical_bytes", "gauge", "Bytes of distinct chunks.",
-               jget(j->doc, "physical"));
+               j->st.physical_bytes);
     }
     if (e->peers) {
         struct peer_stats pst;
@@ -726,12 +704,12 @@ static void gc_post(struct api_env *e, struct http_req *req)
 
 static void status_get(struct api_env *e, struct http_req *req)
 {
-    run_job(e, req, status_run, status_finish);
+    run_job(e, req, stats_run, status_finish);
 }
 
 static void metrics_get(struct api_env *e, struct http_req *req)
 {
-    run_job(e, req, metrics_run, metrics_finish);
+    run_job(e, req, stats_run, metrics_finish);
 }
 
 static void pulls_list(struct api_env *e, struct http_req *req)
