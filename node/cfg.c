@@ -290,6 +290,14 @@ static int cfg_parse_addr(struct cfg_ctx *x, const char *src, const char *v, siz
     return 0;
 }
 
+int cfg_addr_parse(const char *what, const char *v, bool port0, struct cfg_addr *out,
+                   char *why, size_t why_len)
+{
+    struct cfg_ctx x = {.why = why, .why_len = why_len};
+
+    return cfg_parse_addr(&x, what, v, strlen(v), port0, out);
+}
+
 static int cfg_parse_join(struct cfg_ctx *x, const char *src, const char *v, struct cfg *c)
 {
     const char *p = v, *comma;

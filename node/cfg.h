@@ -80,6 +80,12 @@ const char *cfg_usage(void);
  * -EIO. */
 int cfg_dump(const struct cfg *c, FILE *f);
 
+/* Parses "ADDR:PORT" as --listen and --join do: a dotted quad, [IPv6] or a host name,
+ * and a port (0 allowed with port0). On failure `why` gets one line starting with `what`.
+ * Errors: -EINVAL. */
+int cfg_addr_parse(const char *what, const char *v, bool port0, struct cfg_addr *out,
+                   char *why, size_t why_len);
+
 /* "error", "warn", "info" or "debug". */
 const char *cfg_log_level_name(enum cfg_log_level l);
 

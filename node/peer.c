@@ -15,6 +15,7 @@
  */
 #include "peer.h"
 
+#include "cfg.h"
 #include "err.h"
 #include "log.h"
 #include "manifest.h"
@@ -1428,43 +1429,21 @@ static void on_resolved(uv_getaddrinfo_t *g, int status, struct addrinfo *ai)
         conn_close(c, "cannot connect: %s", uv_strerror(err));
 }
 
-/* Splits "host:port" or "[v6]:port". */
-static int split_addr(const char *addr, char *host, size_t cap, char *port, size_t pcap)
-{
-    const char *colon = strrchr(addr, ':');
-    const char *h = addr;
-    size_t hl;
-
-    if (!colon || !colon[1] || strlen(colon + 1) >= pcap)
-        return -EINVAL;
-    hl = (size_t)(colon - addr);
-    if (hl >= 2 && addr[0] == '[' && addr[hl - 1] == ']') {
-        h++;
-        hl -= 2;
-    }
-    if (hl == 0 || hl >= cap)
-        return -EINVAL;
-    memcpy(host, h, hl);
-    host[hl] = '\0';
-    memcpy(port, colon + 1, strlen(colon + 1) + 1);
-    for (const char *p = port; *p; p++)
-        if (*p < '0' || *p > '9')
-            return -EINVAL;
-    return 0;
-}
 
 /* Resolves and connects an outgoing conn; the connect timeout counts from here. */
 static int dial(struct conn *c)
 {
     struct addrinfo hints = {.ai_socktype = SOCK_STREAM};
-    char host[PEER_ADDR_MAX], port[8];
-    int err = split_addr(c->addr, host, sizeof(host), port, sizeof(port));
+    struct cfg_addr a;
+    char port[8];
+    int err = cfg_addr_parse("peer", c->addr, false, &a, NULL, 0);
 
     c->dialled = true;
     c->t_start = now(c);
     c->gai.data = c;
+    snprintf(port, sizeof(port), "%u", (unsigned)a.port);
     if (err == 0)
-        err = uv_getaddrinfo(c->m->env.loop, &c->gai, on_resolved, host, port, &hints);
+        err = uv_getaddrinfo(c->m->env.loop, &c->gai, on_resolved, a.host, port, &hints);
     if (err == 0)
         c->gai_busy = true;
     return err;
@@ -1472,13 +1451,13 @@ static int dial(struct conn *c)
 
 static struct conn *conn_to(struct peer_mgr *m, const char *addr, int *err)
 {
-    char host[PEER_ADDR_MAX], port[8];
+    struct cfg_addr a;
     struct conn *c;
 
     for (c = m->conns; c; c = c->next)
         if (c->outgoing && c->state != C_CLOSING && strcmp(c->addr, addr) == 0)
             return c;
-    *err = m->closing ? -ESHUTDOWN : split_addr(addr, host, sizeof(host), port, sizeof(port));
+    *err = m->closing ? -ESHUTDOWN : cfg_addr_parse("peer", addr, false, &a, NULL, 0);
     if (*err < 0)
         return NULL;
     c = conn_new(m, true, addr);

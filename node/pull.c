@@ -16,6 +16,7 @@
  */
 #include "pull.h"
 
+#include "cfg.h"
 #include "chash.h"
 #include "err.h"
 #include "export.h"
@@ -1895,10 +1896,15 @@ static int check_req(const struct pull_req *r, bool m_has_peers, char *why, size
             return -EINVAL;
         }
     }
-    if (r->from_peer && (!r->from_peer[0] || strlen(r->from_peer) >= PEER_ADDR_MAX ||
-                         !strchr(r->from_peer, ':'))) {
-        snprintf(why, why_len, "from_peer must be HOST:PORT");
-        return -EINVAL;
+    if (r->from_peer) {
+        struct cfg_addr a;
+
+        if (strlen(r->from_peer) >= PEER_ADDR_MAX ||
+            cfg_addr_parse("from_peer", r->from_peer, false, &a, why, why_len) < 0) {
+            if (strlen(r->from_peer) >= PEER_ADDR_MAX)
+                snprintf(why, why_len, "from_peer is too long");
+            return -EINVAL;
+        }
     }
     if (r->from_peer && !m_has_peers) {
         snprintf(why, why_len, "this node has no peer transport");

@@ -208,6 +208,10 @@ class PullTest(unittest.TestCase):
         self.assertEqual(st, 400)
         st, doc = self.node.api("POST", "/v1/pulls", {"repo": "org/name", "cache_dir": "rel"})
         self.assertEqual(st, 400)
+        st, doc = self.node.api("POST", "/v1/pulls", {"repo": "org/name", "cache_dir": "/tmp",
+                                                      "from_peer": "no-port"})
+        self.assertEqual(st, 400)
+        self.assertIn("from_peer", doc["error"])
         st, doc = self.node.api("GET", "/v1/pulls/99999")
         self.assertEqual(st, 404)
         st, doc = self.node.api("DELETE", "/v1/status")
