@@ -272,8 +272,9 @@ int store_open(const char *dir, const struct store_opts *o, struct store **out, 
     rocksdb_options_set_info_log_level(dbo, 2); /* warnings and worse in RocksDB's LOG */
     /* Flushing a memtable of chunks is a copy into the page cache, bound by one core:
      * three flushes at once took store-only writes from ~550 to ~1000 MB/s here
-     * (docs/benchmarks.md). Buffered, not direct, I/O: what was just fetched is what
-     * peers ask for next, and it is then still in the page cache. */
+     * (docs/benchmarks.md). Buffered I/O unless the node asks for direct writes: what
+     * was just fetched is what peers ask for next, and it is then still in the page
+     * cache; direct writes save the page-cache copy instead (measured both ways). */
     rocksdb_options_set_max_background_flushes(dbo, 3);
     if (o && o->direct_writes)
         rocksdb_options_set_use_direct_io_for_flush_and_compaction(dbo, 1);
