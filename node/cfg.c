@@ -892,10 +892,15 @@ static int cfg_apply(struct cfg_ctx *x, struct cfg *c)
     r = cfg_pick(x, CFG_O_STORE_WRITES);
     if (r) {
         src = SRC(CFG_O_STORE_WRITES);
-        if (strcmp(r->val, "buffered") != 0 && strcmp(r->val, "direct") != 0) {
-            return cfg_fail(x, -EINVAL, "%s: \"%s\": must be buffered or direct", src, r->val);
-        }
-        c->store_direct = strcmp(r->val, "direct") == 0;
+        if (strcmp(r->val, "auto") == 0)
+            c->store_writes = CFG_WRITES_AUTO;
+        else if (strcmp(r->val, "buffered") == 0)
+            c->store_writes = CFG_WRITES_BUFFERED;
+        else if (strcmp(r->val, "direct") == 0)
+            c->store_writes = CFG_WRITES_DIRECT;
+        else
+            return cfg_fail(x, -EINVAL, "%s: \"%s\": must be auto, buffered or direct", src,
+                            r->val);
     }
     r = cfg_pick(x, CFG_O_LOG_LEVEL);
     if (r) {
@@ -1062,7 +1067,8 @@ int cfg_dump(const struct cfg *c, FILE *f)
     fprintf(f, "hub_concurrency = %u\n", c->hub_concurrency);
     fprintf(f, "hub_timeout = %u\n", c->hub_timeout);
     fprintf(f, "peer_cipher = %s\n", c->peer_chacha_only ? "chacha" : "auto");
-    fprintf(f, "store_writes = %s\n", c->store_direct ? "direct" : "buffered");
+    fprintf(f, "store_writes = %s\n",
+            (const char *[]){"auto", "buffered", "direct"}[c->store_writes]);
     fprintf(f, "log_level = %s\n", cfg_log_level_name(c->log_level));
     return ferror(f) ? -EIO : 0;
 }
@@ -1102,7 +1108,8 @@ const char *cfg_usage(void)
            "  --peer-cipher auto|chacha SHOAL_PEER_CIPHER, peer_cipher (default auto)\n"
            "      auto: AES-256-GCM with peers when both CPUs have AES instructions, else\n"
            "      ChaCha20-Poly1305; chacha: always ChaCha20-Poly1305\n"
-           "  --store-writes buffered|direct SHOAL_STORE_WRITES, store_writes (default buffered)\n"
+           "  --store-writes auto|buffered|direct SHOAL_STORE_WRITES, store_writes (default auto:\n"
+           "                         direct I/O where the file system allows it)\n"
            "      direct: chunk data goes to disk without the page cache (less CPU per byte\n"
            "      received; recent data is then read from disk when served)\n"
            "  --hub-timeout SECONDS    SHOAL_HUB_TIMEOUT, hub_timeout (default 30)\n"

@@ -38,6 +38,9 @@ struct cfg_addr {
     uint16_t port;
 };
 
+/* --store-writes: how chunk bytes reach the disk (store.h, enum store_writes). */
+enum cfg_store_writes { CFG_WRITES_AUTO, CFG_WRITES_BUFFERED, CFG_WRITES_DIRECT };
+
 struct cfg {
     char *data_dir;                     /* required */
     struct cfg_addr listen;             /* peer port, TCP and UDP; 0.0.0.0:7470 */
@@ -54,7 +57,7 @@ struct cfg {
     unsigned hub_concurrency;         /* 1..256; 4 */
     unsigned hub_timeout;             /* seconds without a byte = stalled; 30 */
     bool peer_chacha_only;            /* --peer-cipher chacha; default auto */
-    bool store_direct;                /* --store-writes direct; default buffered */
+    enum cfg_store_writes store_writes; /* --store-writes; default auto */
     enum cfg_log_level log_level;     /* info */
     char *config;                     /* the config file read; NULL: none */
     bool help, version, print_config; /* for the caller to act on */

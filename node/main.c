@@ -181,7 +181,8 @@ static int open_node(struct shoald *d)
     struct store_opts so = {
         .quota = d->cfg.quota,
         .min_free = d->cfg.min_free,
-        .direct_writes = d->cfg.store_direct,
+        .writes = (enum store_writes[]){STORE_WRITES_AUTO, STORE_WRITES_BUFFERED,
+                                        STORE_WRITES_DIRECT}[d->cfg.store_writes],
         .log = on_store_log,
         .log_arg = d,
     };

@@ -2,11 +2,15 @@
  *
  * Three passes over the chunks column family. Pass 1 decodes every piece record,
  * recomputes its piece hash and counts, per chunk hash, the uses by pieces (an
- * in-memory table). Pass 2 walks the chunk index: each chunk's bytes are read and
- * hashed, its reference count compared with the uses found, orphans noted. Pass 3
- * walks the complete files and finds those that lost a piece or use a bad chunk.
- * Repair rewrites counts, removes orphans and bad chunks, drops the pieces that used
- * bad or missing chunks and the complete mark of their files, and rewrites the stats.
+ * in-memory table). Pass 2 walks the chunk index: each chunk's bytes are read from
+ * its pack and hashed, its reference count compared with the uses found, orphans
+ * noted. Pass 3 walks the complete files and finds those that lost a piece or use a
+ * bad chunk. Repair rewrites counts, removes orphans and bad chunks (and frees their
+ * pack space), drops the pieces that used bad or missing chunks and the complete mark
+ * of their files, and rewrites the stats.
+ *
+ * store__recover is the same check after a power loss, reading only the chunks above
+ * the pack watermark: those below it were on the disk before the stop.
  */
 #include "store.h"
 
@@ -92,8 +96,30 @@ struct ctx {
     struct uses uses;
     rocksdb_writebatch_t *b;
     uint64_t chunks, physical, logical;
+    const struct pack_mark *since; /* hash only chunks above it (NULL: all) */
+    struct pack_loc *gone;         /* pack space to free once the repair is written */
+    size_t n_gone, cap_gone;
+    uint8_t *buf;                  /* one chunk */
     int err;
 };
+
+/* Removes an index record in the repair batch, and its bytes once that is written. */
+static int drop_chunk(struct ctx *c, const char *key, size_t klen, const struct store_meta *m)
+{
+    rocksdb_writebatch_delete_cf(c->b, c->s->cf[CF_CHUNKS], key, klen);
+    if (!m)
+        return 0;
+    if (c->n_gone == c->cap_gone) {
+        size_t cap = c->cap_gone ? c->cap_gone * 2 : 256;
+        struct pack_loc *g = realloc(c->gone, cap * sizeof(*g));
+        if (!g)
+            return -ENOMEM;
+        c->gone = g;
+        c->cap_gone = cap;
+    }
+    c->gone[c->n_gone++] = m->loc;
+    return 0;
+}
 
 static int pass_pieces(void *arg, const uint8_t *file, uint32_t index, const char *v, size_t n)
 {
@@ -148,74 +174,77 @@ static int pass_index(struct ctx *c)
     struct store *s = c->s;
     rocksdb_readoptions_t *ro = rocksdb_readoptions_create();
     rocksdb_iterator_t *it;
-    uint8_t lo = KEY_META, hi = KEY_META + 1, ckey[1 + CHASH_LEN], h[CHASH_LEN];
+    uint8_t lo = KEY_META, hi = KEY_META + 1, h[CHASH_LEN];
     const char *k, *v;
     size_t klen, vlen;
-    char *err = NULL, *data;
-    size_t dlen;
+    char *err = NULL;
     int r = 0;
 
     rocksdb_readoptions_set_iterate_upper_bound(ro, (const char *)&hi, 1);
     rocksdb_readoptions_set_fill_cache(ro, 0);
     it = rocksdb_create_iterator_cf(s->db, ro, s->cf[CF_CHUNKS]);
-    for (rocksdb_iter_seek(it, (const char *)&lo, 1); rocksdb_iter_valid(it);
+    for (rocksdb_iter_seek(it, (const char *)&lo, 1); r == 0 && rocksdb_iter_valid(it);
          rocksdb_iter_next(it)) {
+        struct store_meta m;
         const uint8_t *hash;
-        uint32_t len, refs;
         struct use *e;
-        bool bad;
+        const char *what = NULL;
 
         k = rocksdb_iter_key(it, &klen);
         v = rocksdb_iter_value(it, &vlen);
-        if (klen != 1 + CHASH_LEN || vlen != 8)
+        if (klen != 1 + CHASH_LEN)
             continue;
         hash = (const uint8_t *)k + 1;
-        len = store__get_u32le((const uint8_t *)v);
-        refs = store__get_u32le((const uint8_t *)v + 4);
-        c->r.chunks_checked++;
-        c->chunks++;
-        c->physical += len;
-        store__chunk_key(ckey, KEY_CHUNK, hash);
-        r = store__get(s, CF_CHUNKS, ckey, sizeof(ckey), &data, &dlen);
-        if (r < 0 && r != -ENOENT)
-            break;
-        bad = r == -ENOENT || dlen != len;
-        if (r == 0) {
-            if (!bad) {
-                chash_chunk(data, dlen, h);
-                bad = memcmp(h, hash, CHASH_LEN) != 0;
-            }
-            rocksdb_free(data);
-        }
-        r = 0;
         e = uses_find(&c->uses, hash, false);
-        if (bad) {
-            store__log(s, STORE_LOG_ERROR, "a stored chunk is %s",
-                       dlen != len ? "missing or of the wrong length" : "corrupt");
+        if (!store__meta_decode(&m, v, vlen)) {
+            store__log(s, STORE_LOG_ERROR, "a chunk index record does not decode");
             c->r.bad_chunks++;
             if (e)
                 e->state = 3;
-            if (c->repair) {
-                rocksdb_writebatch_delete_cf(c->b, s->cf[CF_CHUNKS], k, klen);
-                rocksdb_writebatch_delete_cf(c->b, s->cf[CF_CHUNKS], (const char *)ckey,
-                                             sizeof(ckey));
+            if (c->repair)
+                r = drop_chunk(c, k, klen, NULL);
+            continue;
+        }
+        c->chunks++;
+        c->physical += m.loc.len;
+        if (!c->since || pack_above(&m.loc, c->since)) {
+            c->r.chunks_checked++;
+            r = packs_read(s->packs, &m.loc, c->buf);
+            if (r == -ENOENT || r == SHOAL_EHASH) {
+                what = "missing from its pack";
+            } else if (r == 0) {
+                chash_chunk(c->buf, m.loc.len, h);
+                if (memcmp(h, hash, CHASH_LEN) != 0)
+                    what = "corrupt";
+            } else {
+                store__log(s, STORE_LOG_ERROR, "reading pack %" PRIu32 ": %s", m.loc.pack,
+                           strerror(-r));
+                break;
             }
+            r = 0;
+        }
+        if (what) {
+            store__log(s, STORE_LOG_ERROR, "a stored chunk is %s", what);
+            c->r.bad_chunks++;
+            if (e)
+                e->state = 3;
+            if (c->repair)
+                r = drop_chunk(c, k, klen, &m);
             continue;
         }
         if (!e) {
             c->r.orphan_chunks++;
-            if (c->repair) {
-                rocksdb_writebatch_delete_cf(c->b, s->cf[CF_CHUNKS], k, klen);
-                rocksdb_writebatch_delete_cf(c->b, s->cf[CF_CHUNKS], (const char *)ckey,
-                                             sizeof(ckey));
-            }
+            if (c->repair)
+                r = drop_chunk(c, k, klen, &m);
             continue;
         }
         e->state = 2;
-        if (e->uses != refs) {
+        if (e->uses != m.refs) {
             c->r.bad_refcounts++;
-            if (c->repair)
-                store__meta_put(s, c->b, hash, len, e->uses);
+            if (c->repair) {
+                m.refs = e->uses;
+                store__meta_put(s, c->b, hash, &m);
+            }
         }
     }
     if (r == 0) {
@@ -343,16 +372,18 @@ static bool clean(const struct store_fsck *r)
  * are those of the store as the round found it; a repair round is followed by
  * another, which finds the exact totals of the repaired store (and the counts that
  * dropping broken pieces changed). Called with s->mu held. */
-static int check_round(struct store *s, bool repair, struct store_fsck *out)
+static int check_round(struct store *s, bool repair, const struct pack_mark *since,
+                       struct store_fsck *out)
 {
-    struct ctx c = {.s = s, .repair = repair};
+    struct ctx c = {.s = s, .repair = repair, .since = since};
     struct broken_ctx bc = {.c = &c};
     rocksdb_writebatch_t *meta = rocksdb_writebatch_create();
     size_t i;
     int r;
 
     c.b = rocksdb_writebatch_create();
-    r = uses_grow(&c.uses);
+    c.buf = malloc(PROTO_CHUNK_MAX);
+    r = c.buf ? uses_grow(&c.uses) : -ENOMEM;
     if (r == 0)
         r = store__piece_walk(s, NULL, true, pass_pieces, &c);
     if (r == 0)
@@ -371,8 +402,8 @@ static int check_round(struct store *s, bool repair, struct store_fsck *out)
         c.r.bad_totals++;
     }
     if (r == 0 && repair && !clean(&c.r)) {
-        /* Complete marks first, synced; then the chunks CF (which has no WAL). */
-        r = store__write(s, meta, false);
+        /* Complete marks first; then the chunk records; then their pack space. */
+        r = store__write(s, meta, true);
         if (r == 0) {
             s->st.chunks = c.chunks;
             s->st.physical_bytes = c.physical;
@@ -380,10 +411,14 @@ static int check_round(struct store *s, bool repair, struct store_fsck *out)
             store__stats_put(s, c.b);
             r = store__write(s, c.b, true);
         }
+        if (r == 0)
+            store__punch(s, c.gone, c.n_gone);
     }
     rocksdb_writebatch_destroy(c.b);
     rocksdb_writebatch_destroy(meta);
     free(c.uses.slot);
+    free(c.gone);
+    free(c.buf);
     if (r == 0)
         *out = c.r;
     return r;
@@ -396,10 +431,10 @@ int store_check(struct store *s, bool repair, struct store_fsck *out)
 
     /* Writers wait: counts must not move under the check. */
     pthread_mutex_lock(&s->mu);
-    r = check_round(s, repair, &first);
+    r = check_round(s, repair, NULL, &first);
     again = first;
     for (round = 0; r == 0 && repair && !clean(&again) && round < 3; round++)
-        r = check_round(s, true, &again);
+        r = check_round(s, true, NULL, &again);
     pthread_mutex_unlock(&s->mu);
     if (r < 0)
         return r;
@@ -409,4 +444,18 @@ int store_check(struct store *s, bool repair, struct store_fsck *out)
         return SHOAL_EHASH;
     }
     return repair || clean(&first) ? 0 : SHOAL_EHASH;
+}
+
+int store__recover(struct store *s, const struct pack_mark *since, struct store_fsck *out)
+{
+    struct store_fsck again;
+    int r, round;
+
+    /* Open has not returned yet: nothing else runs. A second round, over the same
+     * chunks, settles the counts the first one's repair changed. */
+    r = check_round(s, true, since, out);
+    again = *out;
+    for (round = 0; r == 0 && !clean(&again) && round < 3; round++)
+        r = check_round(s, true, since, &again);
+    return r;
 }

@@ -79,7 +79,6 @@ int store_complete_file(struct store *s, const uint8_t file[static STORE_ID_LEN]
     rocksdb_writebatch_t *b = NULL;
     uint8_t *enc = NULL;
     size_t enc_len;
-    char *err = NULL;
     uint32_t i;
     int r;
 
@@ -108,12 +107,12 @@ int store_complete_file(struct store *s, const uint8_t file[static STORE_ID_LEN]
         r = manifest_encode(&m, &enc, &enc_len);
     if (r < 0)
         goto out;
-    /* Chunk data first, on disk; only then the synced record that says complete. */
-    rocksdb_flush_cf(s->db, s->fo, s->cf[CF_CHUNKS], &err);
-    r = store__err(s, err, "flush before completing a file");
+    /* Chunk bytes first, on disk; only then the synced record that says complete
+     * (which also makes the index records before it durable). */
+    b = rocksdb_writebatch_create();
+    r = store__sync_packs(s, b);
     if (r < 0)
         goto out;
-    b = rocksdb_writebatch_create();
     memcpy(f.id, file, STORE_ID_LEN);
     f.size = size;
     f.complete = true;
@@ -121,7 +120,7 @@ int store_complete_file(struct store *s, const uint8_t file[static STORE_ID_LEN]
     rocksdb_writebatch_put_cf(b, s->cf[CF_MANIFESTS], (const char *)file, STORE_ID_LEN,
                               (const char *)enc, enc_len);
     store__file_put(s, b, &f);
-    r = store__write(s, b, false);
+    r = store__write(s, b, true);
 out:
     if (b)
         rocksdb_writebatch_destroy(b);
@@ -147,41 +146,49 @@ int store_get_manifest(struct store *s, const uint8_t file[static STORE_ID_LEN],
     return r;
 }
 
-/* One chunk by hash, handed to cb without a copy if its length is the expected one;
- * -ENOENT if the store lacks it. */
+/* Chunks of a list, in order, each handed on if present and of the expected length. */
 struct chunk_want {
-    uint32_t len;
+    const struct chash_leaf *leaf;
     store_read_cb cb;
     void *arg;
 };
 
-static int chunk_checked(void *arg, const uint8_t *p, size_t n)
+static int chunk_checked(void *arg, size_t i, const uint8_t *p, size_t n)
 {
     struct chunk_want *w = arg;
 
-    return n == w->len ? w->cb(w->arg, p, n) : SHOAL_EHASH;
+    if (!p)
+        return -ENOENT;
+    return n == w->leaf[i].len ? w->cb(w->arg, p, n) : SHOAL_EHASH;
 }
 
-static int read_chunk(struct store *s, const uint8_t hash[CHASH_LEN], uint32_t len,
-                      store_read_cb cb, void *arg)
+static int read_leaves(struct store *s, const struct chash_leaf *leaf, size_t n, store_read_cb cb,
+                       void *arg)
 {
-    struct chunk_want w = {.len = len, .cb = cb, .arg = arg};
+    struct chunk_want w = {.leaf = leaf, .cb = cb, .arg = arg};
+    uint8_t (*h)[CHASH_LEN] = malloc((n ? n : 1) * sizeof(*h));
+    size_t i;
+    int r;
 
-    return store__with_chunk(s, hash, chunk_checked, &w);
+    if (!h)
+        return -ENOMEM;
+    for (i = 0; i < n; i++)
+        memcpy(h[i], leaf[i].hash, CHASH_LEN);
+    r = store__read_chunks(s, (const uint8_t(*)[CHASH_LEN])h, n, chunk_checked, &w);
+    free(h);
+    return r;
 }
 
 int store_read_file(struct store *s, const uint8_t file[static STORE_ID_LEN], store_read_cb cb,
                     void *arg)
 {
     struct manifest m;
-    uint64_t k;
     int r;
 
     r = store_get_manifest(s, file, &m);
     if (r < 0)
         return r;
-    for (k = 0; k < m.n_chunks && r == 0; k++)
-        r = read_chunk(s, m.chunks[k].hash, m.chunks[k].len, cb, arg);
+    r = read_leaves(s, m.chunks, m.n_chunks, cb, arg);
     if (r == -ENOENT)
         store__log(s, STORE_LOG_ERROR, "a chunk of a complete file is missing");
     manifest_release(&m);
@@ -193,14 +200,12 @@ int store_read_piece(struct store *s, const uint8_t file[static STORE_ID_LEN], u
 {
     struct manifest_piece p;
     struct chash_leaf *chunks;
-    uint32_t k;
     int r;
 
     r = store_get_piece(s, file, index, &p, &chunks);
     if (r < 0)
         return r;
-    for (k = 0; k < p.n_chunks && r == 0; k++)
-        r = read_chunk(s, chunks[k].hash, chunks[k].len, cb, arg);
+    r = read_leaves(s, chunks, p.n_chunks, cb, arg);
     free(chunks);
     return r;
 }
@@ -419,17 +424,19 @@ static int by_leaf_hash(const void *a, const void *b)
 int store_remove_file(struct store *s, const uint8_t file[static STORE_ID_LEN])
 {
     struct rm_ctx c = {.s = s};
-    rocksdb_writebatch_t *meta = rocksdb_writebatch_create();
     uint8_t (*hashes)[CHASH_LEN] = NULL, key[1 + CHASH_LEN];
-    uint32_t *lens = NULL, *refs = NULL, *uses = NULL;
-    size_t i, g = 0;
+    uint32_t *uses = NULL;
+    struct store_meta *m = NULL;
+    struct pack_loc *gone = NULL;
+    size_t i, g = 0, n_gone = 0;
     int r;
 
+    /* One synced batch: the complete mark, the pieces, the counts. Only once it is on
+     * the disk do the chunks' bytes go (store__punch), so that no index record can
+     * come back after a crash pointing at freed space. */
     c.b = rocksdb_writebatch_create();
-    /* The complete mark goes first (synced): a crash after it leaves a partial file,
-     * never a complete one missing chunks. */
-    rocksdb_writebatch_delete_cf(meta, s->cf[CF_FILES], (const char *)file, STORE_ID_LEN);
-    rocksdb_writebatch_delete_cf(meta, s->cf[CF_MANIFESTS], (const char *)file, STORE_ID_LEN);
+    rocksdb_writebatch_delete_cf(c.b, s->cf[CF_FILES], (const char *)file, STORE_ID_LEN);
+    rocksdb_writebatch_delete_cf(c.b, s->cf[CF_MANIFESTS], (const char *)file, STORE_ID_LEN);
 
     pthread_mutex_lock(&s->mu);
     r = store__piece_walk(s, file, true, rm_piece, &c);
@@ -439,16 +446,16 @@ int store_remove_file(struct store *s, const uint8_t file[static STORE_ID_LEN])
         struct store_file f;
         r = store__file_get(s, file, &f);
         if (r == 0)
-            r = store__write(s, meta, false);
+            r = store__write(s, c.b, true);
         goto unlock;
     }
     if (c.n)
         qsort(c.chunks, c.n, sizeof(c.chunks[0]), by_leaf_hash);
     hashes = malloc((c.n ? c.n : 1) * sizeof(*hashes));
     uses = malloc((c.n ? c.n : 1) * sizeof(*uses));
-    lens = malloc((c.n ? c.n : 1) * sizeof(*lens));
-    refs = malloc((c.n ? c.n : 1) * sizeof(*refs));
-    if (!hashes || !uses || !lens || !refs) {
+    m = malloc((c.n ? c.n : 1) * sizeof(*m));
+    gone = malloc((c.n ? c.n : 1) * sizeof(*gone));
+    if (!hashes || !uses || !m || !gone) {
         r = -ENOMEM;
         goto unlock;
     }
@@ -460,42 +467,42 @@ int store_remove_file(struct store *s, const uint8_t file[static STORE_ID_LEN])
         memcpy(hashes[g], c.chunks[i].hash, CHASH_LEN);
         uses[g++] = 1;
     }
-    r = store__meta_get(s, (const uint8_t(*)[CHASH_LEN])hashes, g, lens, refs);
-    if (r < 0)
-        goto unlock;
-    r = store__write(s, meta, false);
+    r = store__meta_get(s, (const uint8_t(*)[CHASH_LEN])hashes, g, m);
     if (r < 0)
         goto unlock;
     for (i = 0; i < g; i++) {
-        if (refs[i] > uses[i]) {
-            store__meta_put(s, c.b, hashes[i], lens[i], refs[i] - uses[i]);
+        if (m[i].refs > uses[i]) {
+            m[i].refs -= uses[i];
+            store__meta_put(s, c.b, hashes[i], &m[i]);
             continue;
         }
-        if (refs[i] < uses[i])
+        if (m[i].refs < uses[i])
             store__log(s, STORE_LOG_WARN, "chunk count below its uses; store_check repairs it");
-        if (refs[i] == 0)
+        if (m[i].refs == 0)
             continue; /* already absent */
         store__chunk_key(key, KEY_META, hashes[i]);
         rocksdb_writebatch_delete_cf(c.b, s->cf[CF_CHUNKS], (const char *)key, sizeof(key));
-        store__chunk_key(key, KEY_CHUNK, hashes[i]);
-        rocksdb_writebatch_delete_cf(c.b, s->cf[CF_CHUNKS], (const char *)key, sizeof(key));
+        gone[n_gone++] = m[i].loc;
         s->st.chunks--;
-        s->st.physical_bytes -= lens[i];
+        s->st.physical_bytes -= m[i].loc.len;
     }
     s->st.logical_bytes -= c.logical;
     store__stats_put(s, c.b);
     r = store__write(s, c.b, true);
-    if (r < 0)
+    if (r < 0) {
         (void)store__stats_load(s);
+        n_gone = 0;
+    }
 unlock:
     pthread_mutex_unlock(&s->mu);
+    if (gone)
+        store__punch(s, gone, n_gone);
     rocksdb_writebatch_destroy(c.b);
-    rocksdb_writebatch_destroy(meta);
     free(c.chunks);
     free(hashes);
     free(uses);
-    free(lens);
-    free(refs);
+    free(m);
+    free(gone);
     return r;
 }
 

@@ -447,8 +447,8 @@ int store_evict(struct store *s, uint64_t need, uint64_t *freed)
     if (vs.n)
         qsort(vs.v, vs.n, sizeof(vs.v[0]), by_atime);
     /* Remove until the quota is met and the chunks removed would cover what the disk
-     * lacks; then make the disk give the space back, and go on one file at a time
-     * while it still falls short (chunks shared with kept files free nothing). */
+     * lacks (removal frees their pack space at once), and go on one file at a time
+     * while the disk still falls short (chunks shared with kept files free nothing). */
     short_by = store__disk_short(s, need);
     r = store__space_ok(s, need);
     for (i = 0; i < vs.n && r < 0; i++) {
@@ -469,13 +469,6 @@ int store_evict(struct store *s, uint64_t need, uint64_t *freed)
             continue;
         if (short_by && freed_est < short_by)
             continue;
-        if (short_by) {
-            e = store__reclaim(s);
-            if (e < 0) {
-                r = e;
-                break;
-            }
-        }
         r = store__space_ok(s, need);
     }
     if (store_stats(s, &after) == 0 && before.physical_bytes >= after.physical_bytes)

@@ -1,24 +1,29 @@
-/* store.c - the RocksDB chunk store.
+/* store.c - the chunk store: RocksDB for the index and the records, pack files for
+ * the chunk bytes.
  *
- * DESIGN. Three column families (docs/storage.md):
+ * DESIGN. Chunk bytes live in pack files (pack.h); RocksDB holds everything else in
+ * seven column families (docs/storage.md):
  *
- *   chunks     'C' hash            -> chunk bytes            (BlobDB, no compression)
- *              'M' hash            -> len u32, refs u32       (index: present + refcount)
+ *   chunks     'M' hash            -> len, refs, pack, offset (the chunk index)
  *              'P' file index(BE)  -> piece record            (manifest_piece_encode)
  *              'S'                 -> chunks, physical, logical (u64 each)
- *   files      file id             -> version, flags, size, atime (complete files only)
+ *   files      file id             -> version, flags, size, atime
  *   manifests  file id             -> manifest v1              (complete files only)
- *   default    "schema"            -> schema version
+ *   default    "schema", "packsync" (the pack watermark), "open" (the boot that has
+ *              the store open; absent after a clean close)
  *
- * Everything in `chunks` is written without the WAL, and only ever without it: a
- * memtable is flushed whole, so after a crash that CF holds a prefix of its batches,
- * each one all or nothing, and its records always agree with each other (an 'M' never
- * claims a chunk whose 'C' was lost). `files` and `manifests` go through the WAL; the
- * record that marks a file complete is written synced, after the chunks CF is flushed.
+ * A piece is stored in two steps: its new chunks are appended to a pack, outside any
+ * lock; then, under the store's mutex, the index and the piece record go to RocksDB
+ * in one batch through the WAL (unsynced: a few dozen bytes per 64 KiB chunk). So
+ * every byte of a chunk is written once, and an index record never exists before the
+ * bytes it points to are in the kernel: killing the process loses nothing that was
+ * stored. For power loss, the record that marks a file complete is written synced
+ * after the packs are synced; the pack watermark says what is known to be on the
+ * disk, and opening after an unclean stop in another boot re-verifies what lies above
+ * it (store__recover).
  *
  * Reference counts count piece records: a chunk used twice in one piece counts
- * twice. Read-modify-writes of 'M' and 'S' run under one mutex; the batch is small
- * work for RocksDB (a memtable insert), so writers queue only briefly.
+ * twice. Read-modify-writes of 'M' and 'S' run under one mutex.
  */
 #include "store.h"
 
@@ -132,11 +137,11 @@ int store__get(struct store *s, int cf, const void *key, size_t klen, char **val
     return *val ? 0 : -ENOENT;
 }
 
-int store__write(struct store *s, rocksdb_writebatch_t *b, bool chunks_cf)
+int store__write(struct store *s, rocksdb_writebatch_t *b, bool sync)
 {
     char *err = NULL;
 
-    rocksdb_write(s->db, chunks_cf ? s->wo_nowal : s->wo_sync, b, &err);
+    rocksdb_write(s->db, sync ? s->wo_sync : s->wo_wal, b, &err);
     return store__err(s, err, "write");
 }
 
@@ -158,25 +163,10 @@ static rocksdb_options_t *cf_options(int cf)
     rocksdb_options_t *o = rocksdb_options_create();
 
     if (cf == CF_CHUNKS) {
-        /* Chunk bytes go to blob files: compaction then moves 40-byte references,
-         * not the data, and compressing random weights costs CPU for nothing. Blob
-         * garbage collection is off: it relocates the oldest blobs during ordinary
-         * compactions, which raised write amplification from 1.01 to 1.5 while
-         * ingesting (docs/benchmarks.md); a blob file is still deleted once all its
-         * chunks are gone. */
-        rocksdb_options_set_enable_blob_files(o, 1);
-        rocksdb_options_set_min_blob_size(o, 4096);
-        /* Blob files are deleted whole once none of their chunks is referenced (blob
-         * garbage collection is off, below): small files make removal give space back
-         * sooner. A flush writes its own files, so they also follow file boundaries. */
-        rocksdb_options_set_blob_file_size(o, 64u << 20);
-        rocksdb_options_set_enable_blob_gc(o, 0);
-        rocksdb_options_set_blob_compression_type(o, rocksdb_no_compression);
-        rocksdb_options_set_compression(o, rocksdb_no_compression);
-        /* 4 memtables of 32 MiB: as fast as 3 of 64 MiB here, and half the memory
-         * (docs/benchmarks.md). */
-        rocksdb_options_set_write_buffer_size(o, 32u << 20);
-        rocksdb_options_set_max_write_buffer_number(o, 4);
+        /* Index records only (about 60 bytes per 64 KiB chunk, plus piece records of
+         * ~9 KiB per 16 MiB piece): one 16 MiB memtable indexes ~10 GB of chunks. */
+        rocksdb_options_set_write_buffer_size(o, 16u << 20);
+        rocksdb_options_set_max_write_buffer_number(o, 3);
     }
     return o;
 }
@@ -240,6 +230,113 @@ int store__stats_load(struct store *s)
     return 0;
 }
 
+/* --- packs, the watermark and the open mark ------------------------------------ */
+
+#define SYNC_KEY "packsync"
+#define OPEN_KEY "open"
+#define BOOT_ID_LEN 36
+/* Pack bytes written without a sync, at most, before the store syncs them on its own:
+ * bounds what store__recover reads after a power loss. */
+#define SYNC_EVERY (1ull << 30)
+
+int store__sync_packs(struct store *s, rocksdb_writebatch_t *b)
+{
+    struct pack_mark m;
+    uint8_t val[12];
+    int r;
+
+    r = packs_sync(s->packs, &m);
+    if (r < 0) {
+        store__log(s, STORE_LOG_ERROR, "syncing pack files: %s", strerror(-r));
+        return r;
+    }
+    store__put_u32le(val, m.pack);
+    store__put_u64le(val + 4, m.off);
+    if (b) {
+        rocksdb_writebatch_put_cf(b, s->cf[CF_DEFAULT], SYNC_KEY, sizeof(SYNC_KEY) - 1,
+                                  (const char *)val, sizeof(val));
+        return 0;
+    }
+    b = rocksdb_writebatch_create();
+    rocksdb_writebatch_put_cf(b, s->cf[CF_DEFAULT], SYNC_KEY, sizeof(SYNC_KEY) - 1,
+                              (const char *)val, sizeof(val));
+    r = store__write(s, b, false);
+    rocksdb_writebatch_destroy(b);
+    return r;
+}
+
+static void boot_id(char id[BOOT_ID_LEN + 1])
+{
+    FILE *f = fopen("/proc/sys/kernel/random/boot_id", "re");
+
+    id[0] = '\0';
+    if (f) {
+        if (!fgets(id, BOOT_ID_LEN + 1, f))
+            id[0] = '\0';
+        fclose(f);
+    }
+}
+
+/* Opens the packs; after an unclean stop in another boot (a power loss, a crash of
+ * the machine), re-verifies what the packs may have lost; then marks the store open
+ * by this boot. */
+static int open_packs(struct store *s, enum store_writes writes, char *why, size_t why_len)
+{
+    char path[4096], boot[BOOT_ID_LEN + 1], *val, *err = NULL;
+    struct pack_mark since = {0};
+    struct store_fsck fx;
+    size_t vlen;
+    int r;
+
+    if (snprintf(path, sizeof(path), "%s/packs", s->dir) >= (int)sizeof(path))
+        return -ENAMETOOLONG;
+    r = packs_open(path, writes != STORE_WRITES_BUFFERED, &s->packs, why, why_len);
+    if (r == -EINVAL && writes == STORE_WRITES_AUTO) {
+        store__log(s, STORE_LOG_INFO, "%s; chunk writes go through the page cache", why);
+        why[0] = '\0';
+        r = packs_open(path, false, &s->packs, why, why_len);
+    } else if (r == 0) {
+        store__log(s, STORE_LOG_INFO, "chunk writes: %s",
+                   writes == STORE_WRITES_BUFFERED ? "buffered" : "direct I/O");
+    }
+    if (r < 0)
+        return r;
+    r = store__get(s, CF_DEFAULT, SYNC_KEY, sizeof(SYNC_KEY) - 1, &val, &vlen);
+    if (r == 0) {
+        if (vlen == 12) {
+            since.pack = store__get_u32le((uint8_t *)val);
+            since.off = store__get_u64le((uint8_t *)val + 4);
+        }
+        rocksdb_free(val);
+    } else if (r != -ENOENT) {
+        return r;
+    }
+    boot_id(boot);
+    r = store__get(s, CF_DEFAULT, OPEN_KEY, sizeof(OPEN_KEY) - 1, &val, &vlen);
+    if (r == 0) {
+        bool same = boot[0] && vlen == strlen(boot) && memcmp(val, boot, vlen) == 0;
+        rocksdb_free(val);
+        if (!same) {
+            store__log(s, STORE_LOG_WARN,
+                       "the store was not closed before the machine stopped: checking "
+                       "the chunks written since pack %" PRIu32 " offset %" PRIu64,
+                       since.pack, since.off);
+            r = store__recover(s, &since, &fx);
+            if (r < 0)
+                return r;
+            if (fx.bad_chunks || fx.missing_chunks)
+                store__log(s, STORE_LOG_WARN,
+                           "%" PRIu64 " chunks were lost; the pieces using them will be "
+                           "fetched again", fx.bad_chunks + fx.missing_chunks);
+        }
+    } else if (r != -ENOENT) {
+        return r;
+    }
+    rocksdb_put_cf(s->db, s->wo_sync, s->cf[CF_DEFAULT], OPEN_KEY, sizeof(OPEN_KEY) - 1, boot,
+                   strlen(boot), &err);
+    return store__err(s, err, "marking the store open");
+}
+
 int store_open(const char *dir, const struct store_opts *o, struct store **out, char *why,
                size_t why_len)
 {
@@ -270,14 +367,6 @@ int store_open(const char *dir, const struct store_opts *o, struct store **out, 
     rocksdb_options_set_max_background_jobs(dbo, 5);
     rocksdb_options_set_keep_log_file_num(dbo, 4);
     rocksdb_options_set_info_log_level(dbo, 2); /* warnings and worse in RocksDB's LOG */
-    /* Flushing a memtable of chunks is a copy into the page cache, bound by one core:
-     * three flushes at once took store-only writes from ~550 to ~1000 MB/s here
-     * (docs/benchmarks.md). Buffered I/O unless the node asks for direct writes: what
-     * was just fetched is what peers ask for next, and it is then still in the page
-     * cache; direct writes save the page-cache copy instead (measured both ways). */
-    rocksdb_options_set_max_background_flushes(dbo, 3);
-    if (o && o->direct_writes)
-        rocksdb_options_set_use_direct_io_for_flush_and_compaction(dbo, 1);
 
     existing = rocksdb_list_column_families(dbo, dir, &n_existing, &err);
     fresh = err != NULL; /* no database there yet */
@@ -300,8 +389,6 @@ int store_open(const char *dir, const struct store_opts *o, struct store **out, 
         r = store__err(s, err, "open");
         goto fail;
     }
-    s->wo_nowal = rocksdb_writeoptions_create();
-    rocksdb_writeoptions_disable_WAL(s->wo_nowal, 1);
     s->wo_sync = rocksdb_writeoptions_create();
     rocksdb_writeoptions_set_sync(s->wo_sync, 1);
     s->wo_wal = rocksdb_writeoptions_create();
@@ -311,6 +398,8 @@ int store_open(const char *dir, const struct store_opts *o, struct store **out, 
     r = check_schema(s, fresh, why, why_len);
     if (r == 0)
         r = store__stats_load(s);
+    if (r == 0)
+        r = open_packs(s, o ? o->writes : STORE_WRITES_AUTO, why, why_len);
     if (r < 0)
         goto fail;
     rocksdb_options_destroy(dbo);
@@ -330,11 +419,17 @@ void store_close(struct store *s)
 
     if (!s)
         return;
+    if (s->db && s->packs) {
+        /* A clean stop: packs on the disk, then the watermark and the open mark gone
+         * in one synced write. */
+        rocksdb_writebatch_t *b = rocksdb_writebatch_create();
+        rocksdb_writebatch_delete_cf(b, s->cf[CF_DEFAULT], OPEN_KEY, sizeof(OPEN_KEY) - 1);
+        if (store__sync_packs(s, b) == 0)
+            store__write(s, b, true);
+        rocksdb_writebatch_destroy(b);
+    }
+    packs_close(s->packs);
     if (s->db) {
-        char *err = NULL;
-        /* The chunks CF has no WAL: flush it so that nothing written is lost. */
-        rocksdb_flush_cf(s->db, s->fo, s->cf[CF_CHUNKS], &err);
-        store__err(s, err, "flush at close");
         for (i = 0; i < CF_COUNT; i++)
             rocksdb_column_family_handle_destroy(s->cf[i]);
         rocksdb_close(s->db);
@@ -343,8 +438,6 @@ void store_close(struct store *s)
         if (s->opts[i])
             rocksdb_options_destroy(s->opts[i]);
     }
-    if (s->wo_nowal)
-        rocksdb_writeoptions_destroy(s->wo_nowal);
     if (s->wo_sync)
         rocksdb_writeoptions_destroy(s->wo_sync);
     if (s->wo_wal)
@@ -388,20 +481,6 @@ int store__space_ok(struct store *s, uint64_t bytes)
     return store__disk_short(s, bytes) ? -ENOSPC : 0;
 }
 
-int store__reclaim(struct store *s)
-{
-    char *err = NULL;
-
-    /* Removed chunks leave the disk only when no table refers to their blob file any
-     * more: flush the deletions, then compact them into the tables (which hold keys
-     * and blob references only, so this rewrites little). */
-    rocksdb_flush_cf(s->db, s->fo, s->cf[CF_CHUNKS], &err);
-    if (err)
-        return store__err(s, err, "flush to reclaim space");
-    rocksdb_compact_range_cf(s->db, s->cf[CF_CHUNKS], NULL, 0, NULL, 0);
-    return 0;
-}
-
 static int by_hash(const void *a, const void *b, void *arg)
 {
     const struct store_chunk *c = arg;
@@ -431,8 +510,21 @@ static uint32_t group_chunks(const struct store_chunk *c, uint32_t n, uint32_t *
     return g;
 }
 
+bool store__meta_decode(struct store_meta *m, const char *v, size_t vlen)
+{
+    const uint8_t *p = (const uint8_t *)v;
+
+    if (vlen != META_LEN)
+        return false;
+    m->loc.len = store__get_u32le(p);
+    m->refs = store__get_u32le(p + 4);
+    m->loc.pack = store__get_u32le(p + 8);
+    m->loc.off = store__get_u64le(p + 12);
+    return m->loc.len > 0 && m->loc.len <= PROTO_CHUNK_MAX;
+}
+
 int store__meta_get(struct store *s, const uint8_t (*hashes)[CHASH_LEN], size_t n,
-                    uint32_t *lens, uint32_t *refs)
+                    struct store_meta *m)
 {
     uint8_t (*keys)[1 + CHASH_LEN] = calloc(n, sizeof(*keys));
     const char **kp = calloc(n, sizeof(*kp));
@@ -456,20 +548,18 @@ int store__meta_get(struct store *s, const uint8_t (*hashes)[CHASH_LEN], size_t 
     }
     rocksdb_multi_get_cf(s->db, s->ro, cfs, n, kp, ks, vals, vs, errs);
     for (i = 0; i < n; i++) {
+        memset(&m[i], 0, sizeof(m[i]));
         if (errs[i]) {
             r = store__err(s, errs[i], "chunk index read");
             continue;
         }
-        if (!vals[i]) {
-            lens[i] = refs[i] = 0;
+        if (!vals[i])
             continue;
-        }
-        if (vs[i] != 8) {
-            store__log(s, STORE_LOG_ERROR, "chunk index record of %zu bytes", vs[i]);
+        if (!store__meta_decode(&m[i], vals[i], vs[i])) {
+            store__log(s, STORE_LOG_ERROR, "a chunk index record of %zu bytes does not decode",
+                       vs[i]);
+            m[i].refs = 0;
             r = SHOAL_EFORMAT;
-        } else {
-            lens[i] = store__get_u32le((uint8_t *)vals[i]);
-            refs[i] = store__get_u32le((uint8_t *)vals[i] + 4);
         }
         rocksdb_free(vals[i]);
     }
@@ -485,15 +575,54 @@ out:
 }
 
 void store__meta_put(struct store *s, rocksdb_writebatch_t *b, const uint8_t hash[CHASH_LEN],
-                     uint32_t len, uint32_t refs)
+                     const struct store_meta *m)
 {
-    uint8_t key[1 + CHASH_LEN], val[8];
+    uint8_t key[1 + CHASH_LEN], val[META_LEN];
 
     store__chunk_key(key, KEY_META, hash);
-    store__put_u32le(val, len);
-    store__put_u32le(val + 4, refs);
+    store__put_u32le(val, m->loc.len);
+    store__put_u32le(val + 4, m->refs);
+    store__put_u32le(val + 8, m->loc.pack);
+    store__put_u64le(val + 12, m->loc.off);
     rocksdb_writebatch_put_cf(b, s->cf[CF_CHUNKS], (const char *)key, sizeof(key),
                               (const char *)val, sizeof(val));
+}
+
+static int by_place(const void *a, const void *b)
+{
+    const struct pack_loc *x = a, *y = b;
+
+    if (x->pack != y->pack)
+        return x->pack < y->pack ? -1 : 1;
+    return x->off < y->off ? -1 : x->off > y->off;
+}
+
+void store__punch(struct store *s, struct pack_loc *locs, size_t n)
+{
+    size_t i, j;
+    int r;
+
+    if (n == 0)
+        return;
+    /* Neighbours merge into one hole: punched one by one, the block two chunks share
+     * would stay allocated. */
+    qsort(locs, n, sizeof(*locs), by_place);
+    for (i = 0; i < n; i = j) {
+        struct pack_loc run = locs[i];
+        uint64_t len = run.len;
+        for (j = i + 1; j < n && locs[j].pack == run.pack && locs[j].off == run.off + len &&
+                        len + locs[j].len <= UINT32_MAX;
+             j++)
+            len += locs[j].len;
+        run.len = (uint32_t)len;
+        r = packs_punch(s->packs, &run);
+        if (r < 0 && !s->punch_warned) {
+            s->punch_warned = true;
+            store__log(s, STORE_LOG_WARN,
+                       "cannot free the space of removed chunks (%s): the pack files keep it",
+                       strerror(-r));
+        }
+    }
 }
 
 int store_has_piece(struct store *s, const uint8_t file[static STORE_ID_LEN], uint32_t index)
@@ -513,20 +642,106 @@ int store_has_piece(struct store *s, const uint8_t file[static STORE_ID_LEN], ui
     return 1;
 }
 
+/* What store_put_piece works with: the piece's distinct chunks and, per chunk, where
+ * the store has it or where this call wrote it. */
+struct put {
+    uint32_t n, g;
+    uint32_t *order, *first, *count;
+    uint32_t *grp;             /* group of each chunk */
+    uint32_t *rep;             /* first chunk (in piece order) of each group */
+    uint8_t (*ghash)[CHASH_LEN];
+    struct store_meta *have;   /* the index as last read */
+    struct pack_loc *wrote;    /* where this call appended the chunk (len 0: not yet) */
+    bool *used;                /* the appended copy is what the index now names */
+    struct iovec *iov;
+    struct pack_loc *locs;
+    uint32_t *which;           /* group of each iov */
+};
+
+static int put_alloc(struct put *p, const struct store_chunk *chunks, uint32_t n)
+{
+    p->n = n;
+    p->order = malloc(n * sizeof(*p->order));
+    p->first = malloc(n * sizeof(*p->first));
+    p->count = malloc(n * sizeof(*p->count));
+    p->ghash = malloc(n * sizeof(*p->ghash));
+    p->have = malloc(n * sizeof(*p->have));
+    p->wrote = calloc(n, sizeof(*p->wrote));
+    p->used = calloc(n, sizeof(*p->used));
+    p->iov = malloc(n * sizeof(*p->iov));
+    p->locs = malloc(n * sizeof(*p->locs));
+    p->which = malloc(n * sizeof(*p->which));
+    p->grp = malloc(n * sizeof(*p->grp));
+    p->rep = malloc(n * sizeof(*p->rep));
+    if (!p->order || !p->first || !p->count || !p->ghash || !p->have || !p->wrote ||
+        !p->used || !p->iov || !p->locs || !p->which || !p->grp || !p->rep)
+        return -ENOMEM;
+    p->g = group_chunks(chunks, n, p->order, p->first, p->count);
+    for (uint32_t k = 0; k < p->g; k++) {
+        memcpy(p->ghash[k], chunks[p->order[p->first[k]]].hash, CHASH_LEN);
+        p->rep[k] = UINT32_MAX;
+        for (uint32_t j = 0; j < p->count[k]; j++) {
+            uint32_t i = p->order[p->first[k] + j];
+            p->grp[i] = k;
+            if (i < p->rep[k])
+                p->rep[k] = i;
+        }
+    }
+    return 0;
+}
+
+static void put_free(struct put *p)
+{
+    free(p->order);
+    free(p->first);
+    free(p->count);
+    free(p->ghash);
+    free(p->have);
+    free(p->wrote);
+    free(p->used);
+    free(p->iov);
+    free(p->locs);
+    free(p->which);
+    free(p->grp);
+    free(p->rep);
+}
+
+/* Appends the chunks the index lacks and this call has not written yet, in piece
+ * order (so that a piece reads back sequentially). */
+static int put_append(struct store *s, struct put *p, const struct store_chunk *chunks)
+{
+    uint32_t i, k, m = 0;
+    int r;
+
+    for (i = 0; i < p->n; i++) {
+        k = p->grp[i];
+        if (p->rep[k] != i || p->have[k].refs || p->wrote[k].len)
+            continue;
+        p->iov[m] = (struct iovec){.iov_base = (void *)chunks[i].data, .iov_len = chunks[i].len};
+        p->which[m++] = k;
+    }
+    if (m == 0)
+        return 0;
+    r = packs_append(s->packs, p->iov, m, p->locs);
+    for (i = 0; r == 0 && i < m; i++)
+        p->wrote[p->which[i]] = p->locs[i];
+    return r;
+}
+
 int store_put_piece(struct store *s, const uint8_t file[static STORE_ID_LEN], uint32_t index,
                     const uint8_t piece_hash[static CHASH_LEN], const struct store_chunk *chunks,
                     uint32_t n)
 {
     struct chash_leaf *leaves = NULL;
     struct manifest_piece piece = {0};
-    uint32_t *order = NULL, *first = NULL, *count = NULL, *lens = NULL, *refs = NULL, g, k;
-    uint8_t (*ghash)[CHASH_LEN] = NULL, key[PIECE_KEY_LEN], ckey[1 + CHASH_LEN];
+    struct put p = {0};
+    uint8_t key[PIECE_KEY_LEN];
     rocksdb_writebatch_t *b = NULL;
     uint8_t *rec = NULL;
     size_t rec_len;
-    uint64_t new_bytes = 0, piece_len = 0;
-    bool evicted = false;
-    uint32_t i;
+    uint64_t new_bytes, piece_len = 0;
+    bool evicted = false, again;
+    uint32_t i, k, tries;
     int r;
 
     if (n == 0 || n > PROTO_CHUNKS_PER_PIECE)
@@ -543,17 +758,10 @@ int store_put_piece(struct store *s, const uint8_t file[static STORE_ID_LEN], ui
         return r < 0 ? r : 0;
 
     leaves = malloc(n * sizeof(*leaves));
-    order = malloc(n * sizeof(*order));
-    first = malloc(n * sizeof(*first));
-    count = malloc(n * sizeof(*count));
-    lens = malloc(n * sizeof(*lens));
-    refs = malloc(n * sizeof(*refs));
-    ghash = malloc(n * sizeof(*ghash));
     b = rocksdb_writebatch_create();
-    if (!leaves || !order || !first || !count || !lens || !refs || !ghash || !b) {
-        r = -ENOMEM;
+    r = leaves && b ? put_alloc(&p, chunks, n) : -ENOMEM;
+    if (r < 0)
         goto out;
-    }
     for (i = 0; i < n; i++) {
         memcpy(leaves[i].hash, chunks[i].hash, CHASH_LEN);
         leaves[i].len = chunks[i].len;
@@ -564,172 +772,187 @@ int store_put_piece(struct store *s, const uint8_t file[static STORE_ID_LEN], ui
     r = manifest_piece_encode(&piece, leaves, &rec, &rec_len);
     if (r < 0)
         goto out;
-    g = group_chunks(chunks, n, order, first, count);
-    for (k = 0; k < g; k++)
-        memcpy(ghash[k], chunks[order[first[k]]].hash, CHASH_LEN);
 
-again:
-    pthread_mutex_lock(&s->mu);
-    /* Again under the lock: two writers of the same piece must not both count it. */
-    r = store_has_piece(s, file, index);
-    if (r != 0) {
-        r = r < 0 ? r : 0;
-        goto unlock;
-    }
-    r = store__meta_get(s, (const uint8_t(*)[CHASH_LEN])ghash, g, lens, refs);
-    if (r < 0)
-        goto unlock;
-    new_bytes = 0;
-    for (k = 0; k < g; k++) {
-        if (refs[k] == 0)
-            new_bytes += chunks[order[first[k]]].len;
-    }
-    r = store__space_ok(s, new_bytes);
-    if (r < 0 && !evicted) {
-        /* Make room (eviction takes the lock itself), then look again: another
-         * writer may have stored some of these chunks meanwhile. */
-        pthread_mutex_unlock(&s->mu);
-        evicted = true;
-        r = store_evict(s, new_bytes, &(uint64_t){0});
+    /* Read the index, write what it lacks to a pack (no lock held), then write the
+     * records under the lock against the index as it is then. A chunk removed in
+     * between is written on the next round; one stored by another writer meanwhile
+     * makes our copy surplus, and its space is given back. */
+    for (tries = 0, again = true; again && tries < 4; tries++) {
+        r = store__meta_get(s, (const uint8_t(*)[CHASH_LEN])p.ghash, p.g, p.have);
         if (r < 0)
             goto out;
-        goto again;
-    }
-    if (r < 0) {
-        store__log(s, STORE_LOG_WARN, "no room for %" PRIu64 " more bytes of chunks", new_bytes);
-        goto unlock;
-    }
-    for (k = 0; k < g; k++) {
-        const struct store_chunk *c = &chunks[order[first[k]]];
-        if (refs[k] == 0) {
-            store__chunk_key(ckey, KEY_CHUNK, c->hash);
-            rocksdb_writebatch_put_cf(b, s->cf[CF_CHUNKS], (const char *)ckey, sizeof(ckey),
-                                      (const char *)c->data, c->len);
-            s->st.chunks++;
-            s->st.physical_bytes += c->len;
+        new_bytes = 0;
+        for (k = 0; k < p.g; k++) {
+            if (p.have[k].refs == 0 && p.wrote[k].len == 0)
+                new_bytes += chunks[p.rep[k]].len;
         }
-        store__meta_put(s, b, c->hash, c->len, refs[k] + count[k]);
+        pthread_mutex_lock(&s->mu);
+        r = store__space_ok(s, new_bytes);
+        pthread_mutex_unlock(&s->mu);
+        if (r < 0 && !evicted) {
+            evicted = true;
+            r = store_evict(s, new_bytes, &(uint64_t){0});
+            if (r < 0)
+                goto out;
+            tries--;
+            continue;
+        }
+        if (r < 0) {
+            store__log(s, STORE_LOG_WARN, "no room for %" PRIu64 " more bytes of chunks",
+                       new_bytes);
+            goto out;
+        }
+        r = put_append(s, &p, chunks);
+        if (r < 0) {
+            store__log(s, STORE_LOG_ERROR, "writing chunks to a pack file: %s", strerror(-r));
+            goto out;
+        }
+
+        pthread_mutex_lock(&s->mu);
+        /* Again under the lock: two writers of the same piece must not both count it. */
+        r = store_has_piece(s, file, index);
+        if (r != 0) {
+            r = r < 0 ? r : 0;
+            pthread_mutex_unlock(&s->mu);
+            goto out;
+        }
+        r = store__meta_get(s, (const uint8_t(*)[CHASH_LEN])p.ghash, p.g, p.have);
+        again = false;
+        for (k = 0; r == 0 && k < p.g; k++)
+            again |= p.have[k].refs == 0 && p.wrote[k].len == 0;
+        if (r < 0 || again) {
+            pthread_mutex_unlock(&s->mu);
+            if (r < 0)
+                goto out;
+            continue;
+        }
+        for (k = 0; k < p.g; k++) {
+            struct store_meta m = p.have[k];
+            if (m.refs == 0) {
+                m.loc = p.wrote[k];
+                p.used[k] = true;
+                s->st.chunks++;
+                s->st.physical_bytes += m.loc.len;
+            }
+            m.refs += p.count[k];
+            store__meta_put(s, b, p.ghash[k], &m);
+        }
+        store__piece_key(key, file, index);
+        rocksdb_writebatch_put_cf(b, s->cf[CF_CHUNKS], (const char *)key, sizeof(key),
+                                  (const char *)rec, rec_len);
+        s->st.logical_bytes += piece_len;
+        store__stats_put(s, b);
+        r = store__write(s, b, false);
+        if (r < 0) {
+            /* The batch did not land: take the counters back. */
+            int e = store__stats_load(s);
+            if (e < 0)
+                store__log(s, STORE_LOG_ERROR, "stats reload failed: %s", shoal_strerror(e));
+            for (k = 0; k < p.g; k++)
+                p.used[k] = false;
+        }
+        pthread_mutex_unlock(&s->mu);
     }
-    store__piece_key(key, file, index);
-    rocksdb_writebatch_put_cf(b, s->cf[CF_CHUNKS], (const char *)key, sizeof(key),
-                              (const char *)rec, rec_len);
-    s->st.logical_bytes += piece_len;
-    store__stats_put(s, b);
-    r = store__write(s, b, true);
-    if (r < 0) {
-        /* The batch did not land: take the counters back. */
-        int e = store__stats_load(s);
-        if (e < 0)
-            store__log(s, STORE_LOG_ERROR, "stats reload failed: %s", shoal_strerror(e));
+    if (r == 0 && again) {
+        store__log(s, STORE_LOG_WARN, "a piece's chunks kept being removed while it was stored");
+        r = -EAGAIN;
     }
-unlock:
-    pthread_mutex_unlock(&s->mu);
+    if (r == 0 && packs_unsynced(s->packs) >= SYNC_EVERY)
+        r = store__sync_packs(s, NULL);
 out:
+    /* Copies this call wrote that the index does not name: space back. */
+    for (k = 0; k < p.g; k++) {
+        if (p.wrote && p.wrote[k].len && !p.used[k])
+            store__punch(s, &p.wrote[k], 1);
+    }
     if (b)
         rocksdb_writebatch_destroy(b);
     free(rec);
     free(leaves);
-    free(order);
-    free(first);
-    free(count);
-    free(lens);
-    free(refs);
-    free(ghash);
+    put_free(&p);
     return r;
 }
 
 int store_has_chunks(struct store *s, const uint8_t (*hashes)[CHASH_LEN], size_t n, bool *have)
 {
-    uint32_t *lens = malloc((n ? n : 1) * sizeof(*lens));
-    uint32_t *refs = malloc((n ? n : 1) * sizeof(*refs));
+    struct store_meta *m = malloc((n ? n : 1) * sizeof(*m));
     size_t i;
     int r = -ENOMEM;
 
-    if (lens && refs)
-        r = n ? store__meta_get(s, hashes, n, lens, refs) : 0;
+    if (m)
+        r = n ? store__meta_get(s, hashes, n, m) : 0;
     if (r == 0) {
         for (i = 0; i < n; i++)
-            have[i] = refs[i] > 0;
+            have[i] = m[i].refs > 0;
     }
-    free(lens);
-    free(refs);
+    free(m);
+    return r;
+}
+
+/* Chunks are read in runs: chunks that lie one after the other in a pack (a piece's
+ * new chunks do) come in with one read of up to READ_SPAN bytes. */
+#define READ_SPAN  (1u << 20)
+#define READ_BATCH 1024u
+
+static int read_batch(struct store *s, const uint8_t (*hashes)[CHASH_LEN], size_t n, size_t base,
+                      struct store_meta *m, uint8_t *buf, store_chunk_cb cb, void *arg)
+{
+    size_t i = 0, j;
+    int r;
+
+    r = store__meta_get(s, hashes, n, m);
+    while (r == 0 && i < n) {
+        struct pack_loc run;
+        if (m[i].refs == 0) {
+            r = cb(arg, base + i, NULL, 0);
+            i++;
+            continue;
+        }
+        /* Extend the run while the next chunk follows this one in the same pack. */
+        run = m[i].loc;
+        for (j = i + 1; j < n && m[j].refs && m[j].loc.pack == run.pack &&
+                        m[j].loc.off == run.off + run.len &&
+                        run.len + m[j].loc.len <= READ_SPAN;
+             j++)
+            run.len += m[j].loc.len;
+        r = packs_read(s->packs, &run, buf);
+        if (r < 0) {
+            store__log(s, STORE_LOG_ERROR, "reading pack %" PRIu32 ": %s", run.pack,
+                       r == SHOAL_EHASH ? "the file is shorter than its index says"
+                                        : strerror(-r));
+            break;
+        }
+        for (; i < j && r == 0; i++)
+            r = cb(arg, base + i, buf + (m[i].loc.off - run.off), m[i].loc.len);
+    }
+    return r;
+}
+
+int store__read_chunks(struct store *s, const uint8_t (*hashes)[CHASH_LEN], size_t n,
+                       store_chunk_cb cb, void *arg)
+{
+    struct store_meta *m = malloc((n < READ_BATCH ? n : READ_BATCH) * sizeof(*m) + 1);
+    uint8_t *buf = malloc(READ_SPAN);
+    size_t at;
+    int r = 0;
+
+    if (!m || !buf)
+        r = -ENOMEM;
+    for (at = 0; r == 0 && at < n; at += READ_BATCH) {
+        size_t k = n - at < READ_BATCH ? n - at : READ_BATCH;
+        r = read_batch(s, hashes + at, k, at, m, buf, cb, arg);
+    }
+    free(m);
+    free(buf);
     return r;
 }
 
 int store_get_chunks(struct store *s, const uint8_t (*hashes)[CHASH_LEN], size_t n,
                      store_chunk_cb cb, void *arg)
 {
-    uint8_t (*keys)[1 + CHASH_LEN] = NULL;
-    const char **kp = NULL;
-    size_t *ks = NULL, i, vlen;
-    rocksdb_pinnableslice_t **vals = NULL;
-    char **errs = NULL;
-    const char *p;
-    int r = 0;
-
     if (n > PROTO_CHUNKS_PER_PIECE)
         return -EINVAL;
-    if (n == 0)
-        return 0;
-    keys = calloc(n, sizeof(*keys));
-    kp = calloc(n, sizeof(*kp));
-    ks = calloc(n, sizeof(*ks));
-    vals = calloc(n, sizeof(*vals));
-    errs = calloc(n, sizeof(*errs));
-    if (!keys || !kp || !ks || !vals || !errs) {
-        r = -ENOMEM;
-        goto out;
-    }
-    for (i = 0; i < n; i++) {
-        store__chunk_key(keys[i], KEY_CHUNK, hashes[i]);
-        kp[i] = (const char *)keys[i];
-        ks[i] = sizeof(keys[i]);
-    }
-    rocksdb_batched_multi_get_cf(s->db, s->ro, s->cf[CF_CHUNKS], n, kp, ks, vals, errs, false);
-    for (i = 0; i < n; i++) {
-        if (errs[i]) {
-            int e = store__err(s, errs[i], "batched chunk read");
-            r = r ? r : e;
-        }
-    }
-    for (i = 0; i < n && r == 0; i++) {
-        p = vals[i] ? rocksdb_pinnableslice_value(vals[i], &vlen) : NULL;
-        r = cb(arg, i, (const uint8_t *)p, p ? vlen : 0);
-    }
-out:
-    for (i = 0; vals && i < n; i++) {
-        if (vals[i])
-            rocksdb_pinnableslice_destroy(vals[i]);
-    }
-    free(keys);
-    free(kp);
-    free(ks);
-    free(vals);
-    free(errs);
-    return r;
-}
-
-int store__with_chunk(struct store *s, const uint8_t hash[CHASH_LEN], store__bytes_cb cb,
-                      void *arg)
-{
-    uint8_t key[1 + CHASH_LEN];
-    rocksdb_pinnableslice_t *v;
-    const char *p;
-    char *err = NULL;
-    size_t vlen;
-    int r;
-
-    store__chunk_key(key, KEY_CHUNK, hash);
-    v = rocksdb_get_pinned_cf(s->db, s->ro, s->cf[CF_CHUNKS], (const char *)key, sizeof(key),
-                              &err);
-    if (err)
-        return store__err(s, err, "chunk read");
-    if (!v)
-        return -ENOENT;
-    p = rocksdb_pinnableslice_value(v, &vlen);
-    r = cb(arg, (const uint8_t *)p, vlen);
-    rocksdb_pinnableslice_destroy(v);
-    return r;
+    return store__read_chunks(s, hashes, n, cb, arg);
 }
 
 struct copy_out {
@@ -738,10 +961,13 @@ struct copy_out {
     uint32_t *len;
 };
 
-static int copy_chunk(void *arg, const uint8_t *p, size_t n)
+static int copy_chunk(void *arg, size_t i, const uint8_t *p, size_t n)
 {
     struct copy_out *c = arg;
 
+    (void)i;
+    if (!p)
+        return -ENOENT;
     *c->len = (uint32_t)n;
     if (n > c->cap)
         return -ENOBUFS;
@@ -754,7 +980,7 @@ int store_get_chunk(struct store *s, const uint8_t hash[static CHASH_LEN], uint8
 {
     struct copy_out c = {.buf = buf, .cap = cap, .len = len};
 
-    return store__with_chunk(s, hash, copy_chunk, &c);
+    return store__read_chunks(s, (const uint8_t(*)[CHASH_LEN])hash, 1, copy_chunk, &c);
 }
 
 int store__cf_walk(struct store *s, int cf, store__kv_cb cb, void *arg)

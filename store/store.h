@@ -31,7 +31,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#define STORE_SCHEMA_VERSION 1
+#define STORE_SCHEMA_VERSION 2
 #define STORE_ID_LEN         32  /* file ids are sha256 digests */
 #define STORE_REPO_MAX       256 /* "type/org/name" */
 #define STORE_REV_MAX        256 /* branch, tag or commit */
@@ -43,13 +43,17 @@ struct store;
 enum store_log_level { STORE_LOG_ERROR, STORE_LOG_WARN, STORE_LOG_INFO };
 typedef void (*store_log_cb)(void *arg, enum store_log_level level, const char *msg);
 
+/* How chunk bytes are written to the pack files. Direct I/O skips the page-cache copy:
+ * about 2 ns/byte less CPU for a node that receives, and writes at the disk's pace
+ * (docs/benchmarks.md); what was just written is then read from the disk, not from
+ * memory, when it is served again. AUTO: direct where the file system allows it
+ * (tmpfs does not), buffered elsewhere. */
+enum store_writes { STORE_WRITES_AUTO, STORE_WRITES_BUFFERED, STORE_WRITES_DIRECT };
+
 struct store_opts {
     uint64_t quota;     /* bytes of chunk data to keep at most; 0: no quota */
     uint64_t min_free;  /* bytes to leave free on the data directory's file system */
-    /* Flush chunk data with direct I/O: no page-cache copy (about 1.5 ns/byte less CPU
-     * for a node that receives, docs/benchmarks.md), but what was just written is then
-     * read from the disk, not from memory, when it is served or exported again. */
-    bool direct_writes;
+    enum store_writes writes;
     store_log_cb log;   /* NULL: messages go to stderr */
     void *log_arg;
 };

@@ -1,6 +1,7 @@
 /* bench_store.c - the store's throughput next to the disk's.
  *
- * Usage: bench_store DIR [GIB]   (DIR on the disk to measure; GIB of model, default 4)
+ * Usage: bench_store DIR [GIB [direct]]   (DIR on the disk to measure; GIB of model,
+ * default 4; "direct": pack writes with direct I/O, else buffered)
  *
  * Prints: sequential direct writes by dd on the same disk; ingest (chunk + hash +
  * store) with one writer per core; store-only writes of already-hashed pieces; write
@@ -188,7 +189,9 @@ int main(int argc, char **argv)
     int gib = argc > 2 ? (int)strtol(argv[2], NULL, 10) : 4, threads = (int)sysconf(_SC_NPROCESSORS_ONLN);
     char path[4096], cmd[8192];
     struct job j = {.mu = PTHREAD_MUTEX_INITIALIZER};
-    struct store_opts o = {.direct_writes = argc > 3 && strcmp(argv[3], "direct") == 0};
+    struct store_opts o = {.writes = argc > 3 && strcmp(argv[3], "direct") == 0
+                                         ? STORE_WRITES_DIRECT
+                                         : STORE_WRITES_BUFFERED};
     struct store_stats st;
     struct rusage ru;
     uint64_t w0, w1, total, got = 0;
@@ -227,7 +230,7 @@ int main(int argc, char **argv)
     snprintf(path, sizeof(path), "%s/store", dir);
     CHECK_EQ(store_open(path, &o, &j.s, why, sizeof(why)), 0);
     printf("== store, %d writer threads, %d GiB in 1 GiB files, %s writes\n", threads, gib,
-           o.direct_writes ? "direct" : "buffered");
+           o.writes == STORE_WRITES_DIRECT ? "direct" : "buffered");
     j.hash = true;
     j.seed = 1;
     w0 = io_written();

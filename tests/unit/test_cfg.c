@@ -83,7 +83,7 @@ static void test_defaults(void)
     CHECK_EQ(c.hub_concurrency, 4);
     CHECK_EQ(c.hub_timeout, 30);
     CHECK(!c.peer_chacha_only);
-    CHECK(!c.store_direct);
+    CHECK_EQ(c.store_writes, CFG_WRITES_AUTO);
     CHECK_EQ(c.log_level, CFG_LOG_INFO);
     CHECK(c.config == NULL);
     CHECK(!c.help && !c.version && !c.print_config);
@@ -331,7 +331,7 @@ static void test_file(void)
     CHECK_EQ(c.hub_concurrency, 4);
     CHECK_EQ(c.hub_timeout, 7);
     CHECK(c.peer_chacha_only);
-    CHECK(c.store_direct);
+    CHECK_EQ(c.store_writes, CFG_WRITES_DIRECT);
     CHECK_EQ(c.log_level, CFG_LOG_ERROR);
     cfg_release(&c);
 
@@ -492,7 +492,7 @@ static void test_errors(void)
                 load(&c, env0, "--data-dir", "/d", "--log-level", "loud", NULL));
     expect_fail("--hub-concurrency: \"257\": must be a number from 1 to 256", env0,
                 load(&c, env0, "--data-dir", "/d", "--hub-concurrency", "257", NULL));
-    expect_fail("--store-writes: \"fast\": must be buffered or direct", env0,
+    expect_fail("--store-writes: \"fast\": must be auto, buffered or direct", env0,
                 load(&c, env0, "--data-dir", "/d", "--store-writes", "fast", NULL));
     expect_fail("--peer-cipher: \"aes\": must be auto or chacha", env0,
                 load(&c, env0, "--data-dir", "/d", "--peer-cipher", "aes", NULL));

@@ -10,6 +10,7 @@
 #include "proto_limits.h"
 
 #include <errno.h>
+#include <fcntl.h>
 #include <pthread.h>
 #include <rocksdb/c.h>
 #include <signal.h>
@@ -175,13 +176,14 @@ static void check_clean(struct store *s)
 
 /* --- tests ------------------------------------------------------------------ */
 
-/* Direct-I/O flushes: the same bytes come back, through a reopen with ordinary I/O.
- * A file system without O_DIRECT (tmpfs) refuses it at open: then there is nothing to
- * check here, and shoald reports the refusal to the operator. */
+/* Direct-I/O pack writes: the same bytes come back, through a reopen with buffered
+ * writes. A file system without O_DIRECT (tmpfs before Linux 6.6) refuses it at open:
+ * then there is nothing to check here, and shoald reports the refusal to the operator.
+ * The default (auto) opens either way. */
 static void test_direct_writes(void)
 {
     char *d = tmpdir();
-    struct store_opts o = {.direct_writes = true, .log = quiet_log};
+    struct store_opts o = {.writes = STORE_WRITES_DIRECT, .log = quiet_log};
     size_t size = PROTO_PIECE_LEN + 777777;
     uint8_t *data = check_malloc(size);
     struct store *s = NULL;
@@ -199,11 +201,15 @@ static void test_direct_writes(void)
     } else {
         ingest(s, &f);
         store_close(s);
-        s = open_store(d, 0);
+        o.writes = STORE_WRITES_BUFFERED;
+        CHECK_EQ(store_open(d, &o, &s, why, sizeof(why)), 0);
         read_back(s, &f);
         check_clean(s);
         store_close(s);
     }
+    o.writes = STORE_WRITES_AUTO;
+    CHECK_EQ(store_open(d, &o, &s, why, sizeof(why)), 0);
+    store_close(s);
     tfile_free(&f);
     free(data);
     rmtree(d);
@@ -564,10 +570,14 @@ static void test_model(void)
 
 /* --- damage and repair ------------------------------------------------------ */
 
-/* Opens the store's database raw, to damage it as a disk or a bug could. */
-static void tamper(const char *dir, void (*fn)(rocksdb_t *, rocksdb_column_family_handle_t *,
-                                               const uint8_t *),
-                   const uint8_t *hash)
+/* Opens the store's database raw, to damage it as a disk or a bug could. `dir` is the
+ * store's directory, for helpers that damage its pack files. */
+typedef void (*tamper_fn)(const char *dir, rocksdb_t *, rocksdb_column_family_handle_t *,
+                          const uint8_t *);
+
+static rocksdb_column_family_handle_t *tamper_default; /* the default CF, during fn */
+
+static void tamper(const char *dir, tamper_fn fn, const uint8_t *hash)
 {
     rocksdb_options_t *o = rocksdb_options_create(), *cfo[N_CF];
     rocksdb_column_family_handle_t *h[N_CF];
@@ -577,61 +587,184 @@ static void tamper(const char *dir, void (*fn)(rocksdb_t *, rocksdb_column_famil
 
     for (i = 0; i < N_CF; i++)
         cfo[i] = o;
-    rocksdb_options_set_enable_blob_files(o, 1);
     db = rocksdb_open_column_families(o, dir, N_CF, cf_names,
                                       (const rocksdb_options_t *const *)cfo, h, &err);
     CHECK(err == NULL);
-    fn(db, h[1], hash);
+    tamper_default = h[0];
+    fn(dir, db, h[1], hash);
     for (i = 0; i < N_CF; i++)
         rocksdb_column_family_handle_destroy(h[i]);
     rocksdb_close(db);
     rocksdb_options_destroy(o);
 }
 
-static void drop_chunk(rocksdb_t *db, rocksdb_column_family_handle_t *cf, const uint8_t *hash)
+/* A chunk's index record (docs/storage.md): len, refs, pack (u32 LE), offset (u64 LE). */
+struct where {
+    uint32_t len, refs, pack;
+    uint64_t off;
+};
+
+static uint64_t le(const uint8_t *p, int n)
+{
+    uint64_t v = 0;
+
+    while (n--)
+        v = v << 8 | p[n];
+    return v;
+}
+
+static struct where where_is(rocksdb_t *db, rocksdb_column_family_handle_t *cf,
+                             const uint8_t *hash)
+{
+    rocksdb_readoptions_t *ro = rocksdb_readoptions_create();
+    uint8_t key[33] = {'M'};
+    struct where w;
+    char *err = NULL, *v;
+    size_t n;
+
+    memcpy(key + 1, hash, 32);
+    v = rocksdb_get_cf(db, ro, cf, (const char *)key, sizeof(key), &n, &err);
+    CHECK(err == NULL && v != NULL);
+    CHECK_EQ(n, 20);
+    w.len = (uint32_t)le((uint8_t *)v, 4);
+    w.refs = (uint32_t)le((uint8_t *)v + 4, 4);
+    w.pack = (uint32_t)le((uint8_t *)v + 8, 4);
+    w.off = le((uint8_t *)v + 12, 8);
+    rocksdb_free(v);
+    rocksdb_readoptions_destroy(ro);
+    return w;
+}
+
+static int open_pack(const char *dir, uint32_t pack, int flags)
+{
+    char path[4200];
+    int fd;
+
+    snprintf(path, sizeof(path), "%s/packs/%010u.pack", dir, pack);
+    fd = open(path, flags, 0600);
+    CHECK(fd >= 0);
+    return fd;
+}
+
+/* The index forgets a chunk that pieces still use. */
+static void drop_chunk(const char *dir, rocksdb_t *db, rocksdb_column_family_handle_t *cf,
+                       const uint8_t *hash)
 {
     rocksdb_writeoptions_t *wo = rocksdb_writeoptions_create();
-    uint8_t key[33] = {'C'};
+    uint8_t key[33] = {'M'};
     char *err = NULL;
 
+    (void)dir;
     memcpy(key + 1, hash, 32);
     rocksdb_delete_cf(db, wo, cf, (const char *)key, sizeof(key), &err);
     CHECK(err == NULL);
     rocksdb_writeoptions_destroy(wo);
 }
 
-static void flip_chunk(rocksdb_t *db, rocksdb_column_family_handle_t *cf, const uint8_t *hash)
+/* One bit of a chunk's bytes flips in its pack. */
+static void flip_chunk(const char *dir, rocksdb_t *db, rocksdb_column_family_handle_t *cf,
+                       const uint8_t *hash)
+{
+    struct where w = where_is(db, cf, hash);
+    int fd = open_pack(dir, w.pack, O_RDWR);
+    uint8_t b;
+
+    CHECK(w.len > 100);
+    CHECK_EQ(pread(fd, &b, 1, (off_t)w.off + 100), 1);
+    b ^= 1;
+    CHECK_EQ(pwrite(fd, &b, 1, (off_t)w.off + 100), 1);
+    close(fd);
+}
+
+/* The pack ends in the middle of a chunk (a lost tail). */
+static void cut_pack(const char *dir, rocksdb_t *db, rocksdb_column_family_handle_t *cf,
+                     const uint8_t *hash)
+{
+    struct where w = where_is(db, cf, hash);
+    int fd = open_pack(dir, w.pack, O_RDWR);
+
+    CHECK_EQ(ftruncate(fd, (off_t)w.off + 10), 0);
+    close(fd);
+}
+
+/* An index record, with its bytes in a pack of its own, that no piece uses. */
+static void add_orphan(const char *dir, rocksdb_t *db, rocksdb_column_family_handle_t *cf,
+                       const uint8_t *hash)
 {
     rocksdb_writeoptions_t *wo = rocksdb_writeoptions_create();
-    rocksdb_readoptions_t *ro = rocksdb_readoptions_create();
-    uint8_t key[33] = {'C'};
-    char *err = NULL, *v;
-    size_t n;
+    uint8_t key[33] = {'M'}, meta[20] = {5, 0, 0, 0, 1, 0, 0, 0, 0x39, 0x30, 0, 0}, h[32];
+    char *err = NULL;
+    int fd = open_pack(dir, 12345, O_RDWR | O_CREAT);
 
-    memcpy(key + 1, hash, 32);
-    v = rocksdb_get_cf(db, ro, cf, (const char *)key, sizeof(key), &n, &err);
-    CHECK(err == NULL && v != NULL && n > 100);
-    v[100] ^= 1;
-    rocksdb_put_cf(db, wo, cf, (const char *)key, sizeof(key), v, n, &err);
+    (void)hash;
+    CHECK_EQ(pwrite(fd, "hello", 5, 0), 5);
+    close(fd);
+    chash_chunk("hello", 5, h);
+    memcpy(key + 1, h, 32);
+    rocksdb_put_cf(db, wo, cf, (const char *)key, sizeof(key), (const char *)meta, 20, &err);
     CHECK(err == NULL);
-    rocksdb_free(v);
-    rocksdb_readoptions_destroy(ro);
     rocksdb_writeoptions_destroy(wo);
 }
 
-static void add_orphan(rocksdb_t *db, rocksdb_column_family_handle_t *cf, const uint8_t *hash)
+/* The store was open when the machine stopped: another boot id in the open mark. */
+static void other_boot(const char *dir, rocksdb_t *db, rocksdb_column_family_handle_t *cf,
+                       const uint8_t *hash)
 {
     rocksdb_writeoptions_t *wo = rocksdb_writeoptions_create();
-    uint8_t key[33] = {'C'}, meta[8] = {5, 0, 0, 0, 1, 0, 0, 0}, h[32];
     char *err = NULL;
 
-    chash_chunk("hello", 5, h);
-    memcpy(key + 1, h, 32);
-    rocksdb_put_cf(db, wo, cf, (const char *)key, sizeof(key), "hello", 5, &err);
-    key[0] = 'M';
-    rocksdb_put_cf(db, wo, cf, (const char *)key, sizeof(key), (const char *)meta, 8, &err);
+    rocksdb_put_cf(db, wo, tamper_default, "open", 4, "another boot", 12, &err);
     CHECK(err == NULL);
     rocksdb_writeoptions_destroy(wo);
+    flip_chunk(dir, db, cf, hash);
+}
+
+static uint64_t packs_usage(const char *dir)
+{
+    char cmd[4300], out[64];
+    FILE *f;
+
+    snprintf(cmd, sizeof(cmd), "du -sk --block-size=1 '%s/packs' | cut -f1", dir);
+    f = popen(cmd, "r");
+    CHECK(f != NULL && fgets(out, sizeof(out), f) != NULL);
+    pclose(f);
+    return strtoull(out, NULL, 10);
+}
+
+/* Removing a file gives its chunks' disk space back at once (holes in the packs),
+ * and the store reads what is left. */
+static void test_remove_frees_space(void)
+{
+    char *d = tmpdir();
+    size_t n = PROTO_PIECE_LEN + 4000000;
+    uint8_t *a = check_malloc(n), *b = check_malloc(n);
+    struct tfile fa, fb;
+    struct store *s = open_store(d, 0);
+    uint64_t full, after;
+
+    check_fill_splitmix(a, n, 71);
+    check_fill_splitmix(b, n, 72);
+    tfile_make(&fa, a, n);
+    tfile_make(&fb, b, n);
+    ingest(s, &fa);
+    ingest(s, &fb);
+    full = packs_usage(d);
+    CHECK(full >= 2 * n);
+    CHECK_EQ(store_remove_file(s, fa.id), 0);
+    after = packs_usage(d);
+    fprintf(stderr, "   packs: %llu bytes with both files, %llu after removing one\n",
+            (unsigned long long)full, (unsigned long long)after);
+    /* At most one block per region (a piece's new chunks) stays behind. */
+    CHECK(after <= full - n + 2 * 4096);
+    read_back(s, &fb);
+    check_clean(s);
+    store_close(s);
+    tfile_free(&fa);
+    tfile_free(&fb);
+    free(a);
+    free(b);
+    rmtree(d);
+    free(d);
 }
 
 static void test_check_and_repair(void)
@@ -649,7 +782,7 @@ static void test_check_and_repair(void)
     check_fill_splitmix(a, size, 9);
     tfile_make(&fa, a, size);
     quiet_level = 0; /* the check logs every problem it finds: keep the output short */
-    for (round = 0; round < 3; round++) {
+    for (round = 0; round < 4; round++) {
         s = open_store(d, 0);
         ingest(s, &fa);
         check_clean(s);
@@ -658,12 +791,17 @@ static void test_check_and_repair(void)
             tamper(d, drop_chunk, fa.pieces[0]->chunks[5].hash);
         else if (round == 1)
             tamper(d, flip_chunk, fa.pieces[0]->chunks[7].hash);
+        else if (round == 2)
+            tamper(d, cut_pack, fa.pieces[0]->chunks[fa.pieces[0]->n_chunks - 2].hash);
         else
             tamper(d, add_orphan, NULL);
         s = open_store(d, 0);
         CHECK_EQ(store_check(s, false, &r), SHOAL_EHASH);
-        if (round < 2) {
-            CHECK_EQ(r.bad_chunks, 1);
+        if (round == 0)
+            CHECK_EQ(r.missing_chunks, 1);
+        if (round == 1 || round == 2)
+            CHECK_EQ(r.bad_chunks, round == 1 ? 1 : 2); /* a cut pack loses its last two */
+        if (round < 3) {
             CHECK_EQ(r.broken_files, 1);
         } else {
             CHECK_EQ(r.orphan_chunks, 1);
@@ -671,8 +809,8 @@ static void test_check_and_repair(void)
         }
         CHECK_EQ(store_check(s, true, &r), 0);
         check_clean(s);
-        CHECK_EQ(store_file_info(s, fa.id, &info), round < 2 ? -ENOENT : 0);
-        if (round < 2) {
+        CHECK_EQ(store_file_info(s, fa.id, &info), round < 3 ? -ENOENT : 0);
+        if (round < 3) {
             /* The damaged file lost its pieces and is fetched again: ingest works. */
             ingest(s, &fa);
             read_back(s, &fa);
@@ -1107,7 +1245,7 @@ static int crash_child(const char *dir)
 
 /* Starts a fresh process for the child: RocksDB's background threads do not survive
  * fork(), so the child must exec. Its stdout goes to a pipe (*out). */
-static pid_t spawn_child(const char *dir, int *out)
+static pid_t spawn_child(const char *mode, const char *dir, int *out)
 {
     int fds[2];
     pid_t pid;
@@ -1119,12 +1257,86 @@ static pid_t spawn_child(const char *dir, int *out)
         dup2(fds[1], STDOUT_FILENO);
         close(fds[0]);
         close(fds[1]);
-        execl("/proc/self/exe", "test_store", "--crash-child", dir, (char *)NULL);
+        execl("/proc/self/exe", "test_store", mode, dir, (char *)NULL);
         _exit(127);
     }
     close(fds[1]);
     *out = fds[0];
     return pid;
+}
+
+#define POWER_A 3000000
+#define POWER_B (2 * PROTO_PIECE_LEN + 5000000)
+
+static void power_files(struct tfile *fa, struct tfile *fb, uint8_t **a, uint8_t **b)
+{
+    *a = check_malloc(POWER_A);
+    *b = check_malloc(POWER_B);
+    check_fill_splitmix(*a, POWER_A, 61);
+    check_fill_splitmix(*b, POWER_B, 62);
+    tfile_make(fa, *a, POWER_A);
+    tfile_make(fb, *b, POWER_B);
+}
+
+/* The node of test_recover_after_power_loss: A complete, B's pieces stored, then it
+ * stops dead (no store_close). */
+static int power_child(const char *dir)
+{
+    struct tfile fa, fb;
+    uint8_t *a, *b;
+    struct store *s;
+
+    power_files(&fa, &fb, &a, &b);
+    s = open_store(dir, 0);
+    ingest(s, &fa);
+    for (uint32_t i = 0; i < fb.n_pieces; i++)
+        CHECK_EQ(put_piece(s, &fb, i), 0);
+    _exit(0);
+}
+
+/* A power loss: the node had stored pieces of file B since the last sync of the packs
+ * when the machine stopped, and one of their chunks did not reach the disk. The next
+ * open (in another boot) re-verifies what was written since that sync, drops exactly
+ * the piece that lost data, and keeps everything else. */
+static void test_recover_after_power_loss(void)
+{
+    char *d = tmpdir();
+    uint8_t *a, *b;
+    struct tfile fa, fb;
+    struct store_file info;
+    struct store *s;
+    pid_t pid;
+    int status, out;
+
+    power_files(&fa, &fb, &a, &b);
+    pid = spawn_child("--power-child", d, &out);
+    CHECK_EQ(waitpid(pid, &status, 0), pid);
+    close(out);
+    CHECK(WIFEXITED(status) && WEXITSTATUS(status) == 0);
+    tamper(d, other_boot, fb.pieces[1]->chunks[3].hash);
+
+    quiet_level = 0; /* recovery reports the lost chunk */
+    s = open_store(d, 0);
+    quiet_level = 1;
+    CHECK_EQ(store_has_piece(s, fb.id, 0), 1);
+    CHECK_EQ(store_has_piece(s, fb.id, 1), 0);
+    CHECK_EQ(store_has_piece(s, fb.id, 2), 1);
+    CHECK_EQ(store_file_info(s, fa.id, &info), 0);
+    CHECK(info.complete);
+    read_back(s, &fa);
+    check_clean(s);
+    /* The lost piece is fetched again and the file completes. */
+    CHECK_EQ(put_piece(s, &fb, 1), 0);
+    CHECK_EQ(store_complete_file(s, fb.id, fb.size), 0);
+    read_back(s, &fb);
+    check_clean(s);
+    store_close(s);
+    tfile_free(&fa);
+    tfile_free(&fb);
+    free(a);
+    free(b);
+    rmtree(d);
+    free(d);
 }
 
 static void test_kill9(void)
@@ -1142,9 +1354,9 @@ static void test_kill9(void)
         total += (int)f[i].n_pieces;
     fprintf(stderr, "   kill seed %llu\n", (unsigned long long)st);
     for (round = 0; round < 12; round++) {
-        pid_t pid = spawn_child(d, &out);
+        pid_t pid = spawn_child("--crash-child", d, &out);
         CHECK(read(out, buf, 6) == 6 && memcmp(buf, "ready\n", 6) == 0);
-        usleep((useconds_t)(check_splitmix64(&st) % 400000));
+        usleep((useconds_t)(check_splitmix64(&st) % 200000));
         kill(pid, SIGKILL);
         CHECK_EQ(waitpid(pid, &status, 0), pid);
         close(out);
@@ -1174,7 +1386,7 @@ static void test_kill9(void)
                 have += store_has_piece(s, f[i].id, p) == 1;
         }
         store_close(s);
-        pid_t pid = spawn_child(d, &out);
+        pid_t pid = spawn_child("--crash-child", d, &out);
         CHECK(read(out, buf, 6) == 6);
         n = read(out, buf, sizeof(buf) - 1);
         CHECK_EQ(waitpid(pid, &status, 0), pid);
@@ -1204,11 +1416,15 @@ int main(int argc, char **argv)
 {
     if (argc == 3 && strcmp(argv[1], "--crash-child") == 0)
         return crash_child(argv[2]);
+    if (argc == 3 && strcmp(argv[1], "--power-child") == 0)
+        return power_child(argv[2]);
     RUN(test_open_and_schema);
     RUN(test_direct_writes);
     RUN(test_file_roundtrip_and_dedup);
     RUN(test_model);
     RUN(test_check_and_repair);
+    RUN(test_recover_after_power_loss);
+    RUN(test_remove_frees_space);
     RUN(test_quota);
     RUN(test_snapshots_refs_pins);
     RUN(test_eviction);
