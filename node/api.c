@@ -170,6 +170,7 @@ struct req_job {
     char srepo[SNAPSHOT_REPO_MAX + 1];
     char rev[SNAPSHOT_REV_MAX + 1];
     char dir[4097];
+    bool repair;                       /* /v1/check */
     void (*finish)(struct req_job *j); /* on the loop, before answering */
 };
 
@@ -548,6 +549,51 @@ static void gc_run(void *arg)
         j->doc = json_pack("{s:I}", "removed_files", (json_int_t)removed);
 }
 
+/* --- /v1/check ------------------------------------------------------------------------------------------ */
+
+static void check_run(void *arg)
+{
+    struct req_job *j = arg;
+    struct store_fsck fx = {0};
+    int r = store_check(j->env->store, j->repair, &fx);
+
+    /* Damage found is an answer, not a failure of the request. */
+    if (r < 0 && r != SHOAL_EHASH) {
+        j->err = r;
+        return;
+    }
+    j->doc = json_pack("{s:b, s:b, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I}", "consistent",
+                       r == 0, "repaired", j->repair && r == 0,
+                       "files_checked", (json_int_t)fx.files_checked,
+                       "chunks_checked", (json_int_t)fx.chunks_checked,
+                       "missing_chunks", (json_int_t)fx.missing_chunks,
+                       "bad_chunks", (json_int_t)fx.bad_chunks,
+                       "bad_pieces", (json_int_t)fx.bad_pieces,
+                       "bad_refcounts", (json_int_t)fx.bad_refcounts,
+                       "orphan_chunks", (json_int_t)fx.orphan_chunks,
+                       "broken_files", (json_int_t)fx.broken_files,
+                       "bad_totals", (json_int_t)fx.bad_totals);
+}
+
+static const char *const check_fields[] = {"repair", NULL};
+
+static void check_post(struct api_env *e, struct http_req *req)
+{
+    json_t *doc = body_object(req, check_fields), *v;
+    struct req_job *j;
+
+    if (!doc)
+        return;
+    v = json_object_get(doc, "repair");
+    if (v && !json_is_boolean(v)) {
+        reply_error(req, 400, "'repair' must be true or false");
+    } else if ((j = new_job(req))) {
+        j->repair = json_is_true(v);
+        queue_job(e, req, check_run, j);
+    }
+    json_decref(doc);
+}
+
 /* --- /metrics ------------------------------------------------------------------------------------------ */
 
 struct text {
@@ -740,7 +786,7 @@ static const struct route {
     {"/v1/pulls", true, pull_post},   {"/v1/pulls", false, pulls_list},
     {"/v1/files", false, files_get},  {"/v1/imports", true, import_post},
     {"/v1/rm", true, rm_post},        {"/v1/gc", true, gc_post},
-    {"/v1/peers", false, peers_list},
+    {"/v1/peers", false, peers_list}, {"/v1/check", true, check_post},
 };
 
 void api_handle(void *arg, struct http_req *req)

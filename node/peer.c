@@ -518,6 +518,7 @@ struct serve_job {
     uint8_t (*hashes)[WIRE_HASH_LEN];
     struct batch *b;
     size_t cap;
+    uint32_t damaged;  /* chunks whose stored bytes did not match their hash */
     int err;
 };
 
@@ -526,7 +527,18 @@ static int batch_cb(void *arg, size_t i, const uint8_t *data, size_t len)
     struct serve_job *j = arg;
     struct batch *b = j->b;
     size_t off = i == 0 ? 0 : b->off[i - 1] + b->len[i - 1];
+    uint8_t h[CHASH_LEN];
 
+    /* Never serve bytes that do not match their hash (a damaged disk, or a chunk
+     * removed while it was read): the peer would blame us. Sent as missing instead;
+     * hashing costs ~0.1 ns/byte here, next to ~1 for the AEAD. */
+    if (data && len) {
+        chash_chunk(data, len, h);
+        if (memcmp(h, j->hashes[i], CHASH_LEN) != 0) {
+            j->damaged++;
+            data = NULL;
+        }
+    }
     b->off[i] = off;
     b->len[i] = data ? (uint32_t)len : 0;
     if (data && len) {
@@ -564,6 +576,11 @@ static void serve_done(void *arg)
         maybe_free(c);
         return;
     }
+    if (j->damaged)
+        log_msg(CFG_LOG_ERROR,
+                "peer %s: %" PRIu32 " stored chunks did not match their hash and were not "
+                "served; `shoal check --repair` drops them from the store",
+                c->addr, j->damaged);
     if (j->err < 0) {
         free(j->b->data);
         free(j->b);

@@ -24,6 +24,7 @@ extern const struct cmd cmd_pull_def;
 extern const struct cmd cmd_ls_def;
 extern const struct cmd cmd_rm_def;
 extern const struct cmd cmd_gc_def;
+extern const struct cmd cmd_check_def;
 extern const struct cmd cmd_peers_def;
 extern const struct cmd cmd_import_def;
 

@@ -14,7 +14,7 @@
 
 static const struct cmd *const commands[] = {
     &cmd_status_def, &cmd_pull_def,   &cmd_ls_def,   &cmd_rm_def,
-    &cmd_gc_def,     &cmd_peers_def,  &cmd_import_def, &cmd_hash_def, &cmd_keygen_def,
+    &cmd_gc_def,     &cmd_check_def,  &cmd_peers_def,  &cmd_import_def, &cmd_hash_def, &cmd_keygen_def,
 };
 #define N_COMMANDS (sizeof(commands) / sizeof(commands[0]))
 
