@@ -339,7 +339,7 @@ class PullTest(unittest.TestCase):
             names = sorted(n for n in os.listdir(packs) if n.endswith(".pack"))
             self.assertTrue(names)
             path = os.path.join(packs, names[0])
-            with open(path, "r+b") as f:  # one bit, 20 MB in: inside the second piece
+            with open(path, "r+b") as f:  # one bit, 20 MB in: inside the second region
                 f.seek(20 << 20)
                 b = f.read(1)
                 f.seek(20 << 20)
@@ -362,7 +362,9 @@ class PullTest(unittest.TestCase):
             r = node.shoal("pull", "org/damage", env={"HF_HUB_CACHE": cache})
             self.assertEqual(r.returncode, 0, r.stderr)
             self.check_cache(cache, "model/org/damage", "main", info["commit"])
-            self.assertEqual(self.hub.cdn_bytes(), 16 << 20)  # that one piece
+            # That one piece: 16 MiB, or the file's last 8 MiB (pieces land in the packs
+            # in the order they arrive).
+            self.assertIn(self.hub.cdn_bytes(), (16 << 20, 8 << 20))
             r = node.shoal("check")
             self.assertEqual(r.returncode, 0, r.stdout + r.stderr)
             self.assertEqual(node.shoal("check", "extra").returncode, 2)
