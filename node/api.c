@@ -636,6 +636,63 @@ static void metric(struct text *t, const char *name, const char *type, const cha
     put(t, "# HELP %s %s\n# TYPE %s %s\n%s %" PRIu64 "\n", name, help, name, type, name, v);
 }
 
+/* A label value: the characters Prometheus needs escaped, escaped. */
+static void put_label(struct text *t, const char *v)
+{
+    for (; *v; v++) {
+        if (*v == '"' || *v == '\\')
+            put(t, "\\%c", *v);
+        else if (*v == '\n')
+            put(t, "\\n");
+        else
+            put(t, "%c", *v);
+    }
+}
+
+/* Per peer: each open connection's bytes and rates, and the faults of the most recent
+ * hosts that had one (kept after their connections closed). */
+static void peer_metrics(struct text *t, struct peer_mgr *peers)
+{
+    static const struct {
+        const char *name, *key, *type, *help;
+    } conn_m[] = {
+        {"shoal_peer_connection_bytes_in", "bytes_in", "counter", "Bytes read on this connection."},
+        {"shoal_peer_connection_bytes_out", "bytes_out", "counter", "Bytes sent on this connection."},
+        {"shoal_peer_connection_rate_in", "rate_in", "gauge", "Bytes per second read, smoothed."},
+        {"shoal_peer_connection_rate_out", "rate_out", "gauge", "Bytes per second sent, smoothed."},
+    };
+    json_t *doc = peer_list_json(peers), *c;
+    struct peer_host_faults *hf = malloc(PEER_HOSTS_MAX * sizeof(*hf));
+    size_t i, k, n;
+
+    for (k = 0; k < sizeof(conn_m) / sizeof(conn_m[0]); k++) {
+        put(t, "# HELP %s %s\n# TYPE %s %s\n", conn_m[k].name, conn_m[k].help, conn_m[k].name,
+            conn_m[k].type);
+        json_array_foreach(json_object_get(doc, "peers"), i, c) {
+            put(t, "%s{addr=\"", conn_m[k].name);
+            put_label(t, json_string_value(json_object_get(c, "addr")) ?: "");
+            put(t, "\",node=\"");
+            put_label(t, json_string_value(json_object_get(c, "node_id")) ?: "");
+            put(t, "\",direction=\"%s\"} %" JSON_INTEGER_FORMAT "\n",
+                json_string_value(json_object_get(c, "direction")) ?: "",
+                json_integer_value(json_object_get(c, conn_m[k].key)));
+        }
+    }
+    json_decref(doc);
+    put(t, "# HELP shoal_peer_host_faults_total Faults by peer host (the %d most recent hosts "
+           "with one) and kind.\n# TYPE shoal_peer_host_faults_total counter\n",
+        PEER_HOSTS_MAX);
+    n = hf ? peer_host_faults(peers, hf, PEER_HOSTS_MAX) : 0;
+    for (i = 0; i < n; i++) {
+        for (k = 0; k < PEER_F_COUNT; k++) {
+            put(t, "shoal_peer_host_faults_total{host=\"");
+            put_label(t, hf[i].host);
+            put(t, "\",kind=\"%s\"} %" PRIu64 "\n", peer_fault_names[k], hf[i].n[k]);
+        }
+    }
+    free(hf);
+}
+
 static void metrics_finish(struct req_job *j)
 {
     struct api_env *e = j->env;
@@ -707,6 +764,7 @@ static void metrics_finish(struct req_job *j)
                "Chunk bytes served to peers.", pst.chunk_bytes_served);
         metric(&t, "shoal_peer_chunk_bytes_fetched_total", "counter",
                "Chunk bytes fetched from peers.", pst.chunk_bytes_fetched);
+        peer_metrics(&t, e->peers);
     }
     metric(&t, "shoal_pulls_active", "gauge", "Pulls running.", ps.active);
     put(&t, "# HELP shoal_pulls_total Pulls since the node started, by outcome.\n"

@@ -136,6 +136,7 @@ struct conn {
     uint64_t dial_at;               /* outgoing, not dialled yet: when to dial */
     bool dialled;
     uint64_t rate_in, rate_out;     /* bytes/s, smoothed over about a second */
+    unsigned faults;                /* bit per enum peer_fault, recorded at close */
     uint64_t rate_bytes_in, rate_bytes_out, rate_t;
 };
 
@@ -159,6 +160,7 @@ struct peer_mgr {
     void *closed_arg;
     struct peer_stats st;
     struct dial_fail dials[DIAL_MEMORY];
+    struct peer_host_faults faults[PEER_HOSTS_MAX]; /* host[0] == 0: free */
 };
 
 static void conn_close(struct conn *c, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
@@ -171,6 +173,61 @@ static void on_alloc(uv_handle_t *h, size_t hint, uv_buf_t *buf);
 static void on_read(uv_stream_t *st, ssize_t n, const uv_buf_t *buf);
 
 /* --- small helpers --------------------------------------------------------------------- */
+
+const char *const peer_fault_names[PEER_F_COUNT] = {"handshake", "protocol", "timeout",
+                                                    "bad_data"};
+
+/* "host:port" or "[v6]:port" -> the host part. */
+static void host_of(const char *addr, char *host, size_t cap)
+{
+    const char *colon = strrchr(addr, ':');
+    size_t n = colon && colon != addr ? (size_t)(colon - addr) : strlen(addr);
+
+    if (n >= cap)
+        n = cap - 1;
+    memcpy(host, addr, n);
+    host[n] = '\0';
+}
+
+/* Counts a fault of the peer at addr, in the table of recent hosts (the least recent
+ * entry makes room). */
+static void host_fault(struct peer_mgr *m, const char *addr, enum peer_fault k, const char *why)
+{
+    struct peer_host_faults *e = NULL, *spare = NULL;
+    char host[PEER_ADDR_MAX];
+    size_t i;
+
+    host_of(addr, host, sizeof(host));
+    for (i = 0; i < PEER_HOSTS_MAX && !e; i++) {
+        struct peer_host_faults *f = &m->faults[i];
+        if (f->host[0] && strcmp(f->host, host) == 0)
+            e = f;
+        else if (!spare || (spare->host[0] && (!f->host[0] || f->last_ms < spare->last_ms)))
+            spare = f; /* a free entry, else the least recent */
+    }
+    if (!e) {
+        e = spare;
+        memset(e, 0, sizeof(*e));
+        snprintf(e->host, sizeof(e->host), "%s", host);
+    }
+    e->n[k]++;
+    e->last_ms = uv_now(m->env.loop);
+    snprintf(e->last, sizeof(e->last), "%s", why);
+}
+
+/* Counts a fault on the node's totals now; the connection's host gets it when the
+ * connection closes, with the reason. */
+static void mark_fault(struct conn *c, enum peer_fault k)
+{
+    switch (k) {
+    case PEER_F_HANDSHAKE: c->m->st.handshakes_failed++; break;
+    case PEER_F_PROTOCOL: c->m->st.protocol_errors++; break;
+    case PEER_F_TIMEOUT: c->m->st.timeouts++; break;
+    case PEER_F_BAD_DATA: c->m->st.bad_data++; break;
+    case PEER_F_COUNT: break;
+    }
+    c->faults |= 1u << k;
+}
 
 static uint64_t now(struct conn *c)
 {
@@ -437,6 +494,11 @@ static void conn_close(struct conn *c, const char *fmt, ...)
     va_end(ap);
     if (why[0])
         log_msg(CFG_LOG_WARN, "peer %s (%s): %s; connection closed", c->addr, who(c), why);
+    for (int k = 0; k < PEER_F_COUNT; k++) {
+        if (c->faults & (1u << k))
+            host_fault(c->m, c->addr, (enum peer_fault)k, why);
+    }
+    c->faults = 0;
     if (c->outgoing && (c->state == C_CONNECTING || c->state == C_HANDSHAKE) &&
         !c->m->closing)
         dial_failed(c);
@@ -465,7 +527,7 @@ static void conn_close(struct conn *c, const char *fmt, ...)
 /* A peer broke the protocol: counted, logged, closed. */
 static void protocol_error(struct conn *c, const char *what, int err)
 {
-    c->m->st.protocol_errors++;
+    mark_fault(c, PEER_F_PROTOCOL);
     conn_close(c, "%s: %s", what, shoal_strerror(err));
 }
 
@@ -914,7 +976,7 @@ static void on_answer(struct conn *c, const struct wire_msg *m)
     char why[WIRE_ERRMSG_MAX + PEER_ADDR_MAX + 16];
 
     if (!r || !r->sent) {
-        c->m->st.protocol_errors++;
+        mark_fault(c, PEER_F_PROTOCOL);
         conn_close(c, "%s for request %" PRIu32 ", which is not open", wire_type_name(m->type),
                    m->id);
         return;
@@ -965,7 +1027,7 @@ static void on_answer(struct conn *c, const struct wire_msg *m)
     default:
         break;
     }
-    c->m->st.protocol_errors++;
+    mark_fault(c, PEER_F_PROTOCOL);
     conn_close(c, "%s does not answer request %" PRIu32, wire_type_name(m->type), m->id);
 }
 
@@ -1059,7 +1121,7 @@ static void opened(struct conn *c)
     int err = noise_hs_split(&c->hs, &c->tx, &c->rx);
 
     if (err < 0) {
-        c->m->st.handshakes_failed++;
+        mark_fault(c, PEER_F_HANDSHAKE);
         conn_close(c, "handshake: %s", shoal_strerror(err));
         return;
     }
@@ -1096,7 +1158,7 @@ static void on_hs_msg(struct conn *c, const uint8_t *msg, size_t len)
     if (err == 0 && noise_hs_want_write(&c->hs))
         err = hs_write(c);
     if (err < 0) {
-        c->m->st.handshakes_failed++;
+        mark_fault(c, PEER_F_HANDSHAKE);
         conn_close(c, "handshake failed (%s): %s", shoal_strerror(err),
                    err == SHOAL_EAUTH ? "not a member of this cluster (another cluster key), "
                                         "or not a Shoal node"
@@ -1146,7 +1208,7 @@ static void on_frames(struct conn *c)
         return;
     if (r < 0 && c->state == C_HANDSHAKE) {
         /* Garbage before the handshake ends is a failed handshake (peer.h). */
-        c->m->st.handshakes_failed++;
+        mark_fault(c, PEER_F_HANDSHAKE);
         conn_close(c, "handshake failed: bad frame: %s", shoal_strerror(r));
         return;
     }
@@ -1172,7 +1234,7 @@ static void on_read(uv_stream_t *st, ssize_t n, const uv_buf_t *buf)
     if (n < 0) {
         if (n == UV_EOF && c->state == C_HANDSHAKE && c->outgoing) {
             /* What a responder does when our message 3 fails its psk check. */
-            c->m->st.handshakes_failed++;
+            mark_fault(c, PEER_F_HANDSHAKE);
             conn_close(c, "the peer closed the connection during the handshake (does it "
                           "have this cluster's key?)");
         } else if (n == UV_EOF)
@@ -1213,9 +1275,9 @@ static void on_tick(uv_timer_t *t)
     }
     if (c->state == C_CONNECTING || c->state == C_HANDSHAKE) {
         if (ms - c->t_start >= (c->state == C_CONNECTING ? e->connect_ms : e->handshake_ms)) {
-            c->m->st.timeouts++;
+            mark_fault(c, PEER_F_TIMEOUT);
             if (c->state == C_HANDSHAKE)
-                c->m->st.handshakes_failed++;
+                mark_fault(c, PEER_F_HANDSHAKE);
             conn_close(c, "no %s within %" PRIu64 " ms",
                        c->state == C_CONNECTING ? "connection" : "handshake",
                        c->state == C_CONNECTING ? e->connect_ms : e->handshake_ms);
@@ -1223,14 +1285,14 @@ static void on_tick(uv_timer_t *t)
         return;
     }
     if (c->out_queued > 0 && ms - c->t_written >= e->idle_ms) {
-        c->m->st.timeouts++;
+        mark_fault(c, PEER_F_TIMEOUT);
         conn_close(c, "the peer read nothing for %" PRIu64 " ms", e->idle_ms);
     } else if (ms - c->t_read >= e->idle_ms && ms - c->t_written >= e->idle_ms) {
         /* Idle means nothing read and nothing written: a peer that granted its credit
          * up front and reads a long answer steadily has nothing to say meanwhile, and
          * writes completing show it is reading. */
         if (c->reqs)
-            c->m->st.timeouts++;
+            mark_fault(c, PEER_F_TIMEOUT);
         conn_close(c, "%s", c->reqs ? "the peer sent nothing for too long" : "");
     }
 }
@@ -1316,7 +1378,7 @@ static void on_neg_msg(struct conn *c, const uint8_t *msg, size_t len)
     int err;
 
     if (!neg_ok(msg, len)) {
-        c->m->st.handshakes_failed++;
+        mark_fault(c, PEER_F_HANDSHAKE);
         conn_close(c, "handshake failed: not a Shoal peer (no cipher %s)",
                    c->outgoing ? "choice" : "offer");
         return;
@@ -1324,7 +1386,7 @@ static void on_neg_msg(struct conn *c, const uint8_t *msg, size_t len)
     if (c->outgoing) {
         /* One cipher, and one this side offered. */
         if (bits != NEG_CHACHA && bits != NEG_AESGCM) {
-            c->m->st.handshakes_failed++;
+            mark_fault(c, PEER_F_HANDSHAKE);
             conn_close(c, "handshake failed: the peer chose a cipher not offered");
             return;
         }
@@ -1334,7 +1396,7 @@ static void on_neg_msg(struct conn *c, const uint8_t *msg, size_t len)
         uint8_t both = bits & local_ciphers(c->m);
 
         if (!both) {
-            c->m->st.handshakes_failed++;
+            mark_fault(c, PEER_F_HANDSHAKE);
             conn_close(c, "handshake failed: no cipher in common (offered 0x%02x)", bits);
             return;
         }
@@ -1349,7 +1411,7 @@ static void on_neg_msg(struct conn *c, const uint8_t *msg, size_t len)
     }
     err = begin_noise(c);
     if (err < 0) {
-        c->m->st.handshakes_failed++;
+        mark_fault(c, PEER_F_HANDSHAKE);
         conn_close(c, "cannot start the handshake: %s", shoal_strerror(err));
     }
 }
@@ -1607,10 +1669,14 @@ int peer_get_chunks(struct peer_mgr *m, const char *addr, const uint8_t (*hashes
 
 void peer_blame(struct peer_mgr *m, const char *addr, const char *why)
 {
+    char text[200];
+
     m->st.bad_data++;
+    snprintf(text, sizeof(text), "served bad data: %s", why);
+    host_fault(m, addr, PEER_F_BAD_DATA, text);
     for (struct conn *c = m->conns; c; c = c->next)
         if (c->outgoing && strcmp(c->addr, addr) == 0 && c->state != C_CLOSING)
-            conn_close(c, "served bad data: %s", why);
+            conn_close(c, "%s", text);
 }
 
 /* --- the manager ------------------------------------------------------------------------------------------ */
@@ -1707,6 +1773,39 @@ void peer_get_stats(const struct peer_mgr *m, struct peer_stats *out)
     *out = m->st;
 }
 
+static int by_recent(const void *a, const void *b)
+{
+    const struct peer_host_faults *x = a, *y = b;
+
+    return x->last_ms > y->last_ms ? -1 : x->last_ms < y->last_ms;
+}
+
+size_t peer_host_faults(const struct peer_mgr *m, struct peer_host_faults *out, size_t max)
+{
+    size_t i, n = 0;
+
+    for (i = 0; i < PEER_HOSTS_MAX && n < max; i++) {
+        if (m->faults[i].host[0])
+            out[n++] = m->faults[i];
+    }
+    if (n)
+        qsort(out, n, sizeof(*out), by_recent);
+    return n;
+}
+
+static json_t *faults_json(const struct peer_host_faults *f, uint64_t now_ms)
+{
+    json_t *o = json_object();
+
+    json_object_set_new(o, "host", json_string(f->host));
+    for (int k = 0; k < PEER_F_COUNT; k++)
+        json_object_set_new(o, peer_fault_names[k], json_integer((json_int_t)f->n[k]));
+    json_object_set_new(o, "last", json_string(f->last));
+    json_object_set_new(o, "seconds_ago",
+                        json_integer((json_int_t)((now_ms - f->last_ms) / 1000)));
+    return o;
+}
+
 json_t *peer_list_json(const struct peer_mgr *m)
 {
     static const char *const names[] = {"connecting", "handshake", "open", "closing"};
@@ -1724,5 +1823,11 @@ json_t *peer_list_json(const struct peer_mgr *m)
                          "bytes_out", (json_int_t)c->bytes_out, "rate_in",
                          (json_int_t)c->rate_in, "rate_out", (json_int_t)c->rate_out,
                          "requests", (int)c->n_reqs, "uploads", (int)c->n_serves));
-    return json_pack("{s:o}", "peers", a ? a : json_array());
+    json_t *f = json_array();
+    struct peer_host_faults *hf = malloc(PEER_HOSTS_MAX * sizeof(*hf));
+    size_t n = hf ? peer_host_faults(m, hf, PEER_HOSTS_MAX) : 0;
+    for (size_t i = 0; f && i < n; i++)
+        json_array_append_new(f, faults_json(&hf[i], uv_now(m->env.loop)));
+    free(hf);
+    return json_pack("{s:o, s:o}", "peers", a ? a : json_array(), "faults", f ? f : json_array());
 }

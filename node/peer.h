@@ -108,6 +108,20 @@ struct peer_stats {
     unsigned open;
 };
 void peer_get_stats(const struct peer_mgr *m, struct peer_stats *out);
+
+/* Faults per peer host (the address without its port), kept after the connection is
+ * gone: the most recent PEER_HOSTS_MAX hosts with a fault. */
+#define PEER_HOSTS_MAX 64
+enum peer_fault { PEER_F_HANDSHAKE, PEER_F_PROTOCOL, PEER_F_TIMEOUT, PEER_F_BAD_DATA, PEER_F_COUNT };
+extern const char *const peer_fault_names[PEER_F_COUNT]; /* "handshake", "protocol", ... */
+struct peer_host_faults {
+    char host[PEER_ADDR_MAX];
+    uint64_t n[PEER_F_COUNT];
+    uint64_t last_ms;            /* loop time of the last one */
+    char last[160];              /* what it was */
+};
+/* Copies up to max entries, most recent first; returns how many. */
+size_t peer_host_faults(const struct peer_mgr *m, struct peer_host_faults *out, size_t max);
 /* {"peers": [{"addr", "node_id", "direction", "state", "bytes_in", "bytes_out", ...}]} */
 json_t *peer_list_json(const struct peer_mgr *m);
 

@@ -12,6 +12,9 @@ static const char usage[] =
     "\n"
     "Lists this node (marked self) and its connections to other nodes: address, node\n"
     "id, direction, state, bytes and rates each way, requests and uploads open.\n"
+    "Then the hosts whose connections had faults (failed handshakes, protocol\n"
+    "errors, timeouts, bad data), most recent first, with the last reason: they stay\n"
+    "listed after their connections close.\n"
     "Until nodes find each other by gossip, a connection exists while a pull\n"
     "--from-peer or a peer's requests use it.\n"
     "\n"
@@ -41,6 +44,15 @@ static void print_peer(const json_t *p)
            util_juint(p, "requests"), util_juint(p, "uploads"));
 }
 
+static void print_fault(const json_t *f)
+{
+    printf("  %-22s handshake %" PRIu64 ", protocol %" PRIu64 ", timeout %" PRIu64
+           ", bad data %" PRIu64 "; last %" PRIu64 " s ago: %s\n",
+           util_jstr(f, "host", "?"), util_juint(f, "handshake"), util_juint(f, "protocol"),
+           util_juint(f, "timeout"), util_juint(f, "bad_data"), util_juint(f, "seconds_ago"),
+           util_jstr(f, "last", ""));
+}
+
 static int cmd_peers(int argc, char **argv)
 {
     json_t *ans = NULL, *p;
@@ -56,6 +68,10 @@ static int cmd_peers(int argc, char **argv)
     } else if (!status) {
         json_array_foreach(json_object_get(ans, "peers"), i, p)
             print_peer(p);
+        if (json_array_size(json_object_get(ans, "faults")))
+            printf("faults by host:\n");
+        json_array_foreach(json_object_get(ans, "faults"), i, p)
+            print_fault(p);
     }
     json_decref(ans);
     return util_finish("peers", status);

@@ -79,6 +79,11 @@ class PeersTest(unittest.TestCase):
                          peers["peers"][0]["node_id"])
         st, text = self.a.api("GET", "/metrics")
         self.assertIn("shoal_peer_chunk_bytes_served_total", text)
+        # Per connection: B's connection to A, as A sees it, has sent the model.
+        sent = [l for l in text.splitlines()
+                if l.startswith("shoal_peer_connection_bytes_out{") and 'direction="in"' in l]
+        self.assertTrue(sent, text)
+        self.assertGreater(max(int(l.rsplit(" ", 1)[1]) for l in sent), 40 << 20)
 
     def test_b_unknown_snapshot_is_a_clear_error(self):
         r = self.pull(self.b, "org/nothing@" + "0" * 40, "--from-peer", self.a.peer_addr(),
@@ -110,6 +115,24 @@ class PeersTest(unittest.TestCase):
         # A served commit still works meanwhile.
         st, doc = self.a.api("GET", "/v1/status")
         self.assertEqual(st, 200)
+        # The faults of that host outlive its connections: the wrong key of test c and
+        # this garbage, each counted for 127.0.0.1 with what happened last.
+        def faults():
+            s, d = self.a.api("GET", "/v1/peers")
+            return [f for f in d["faults"] if f["host"] == "127.0.0.1"]
+        nodeenv.wait_until(lambda: faults() and faults()[0]["handshake"] >= 2,
+                           "A to count both handshake faults", timeout=20)
+        f = faults()[0]
+        self.assertIn("handshake", f["last"])
+        r = self.a.shoal("peers")
+        self.assertIn("faults by host:", r.stdout)
+        self.assertRegex(r.stdout, r"127\.0\.0\.1 +handshake [2-9]")
+        self.assertEqual(f["bad_data"], 0)
+        st, text = self.a.api("GET", "/metrics")
+        line = [l for l in text.splitlines() if l.startswith(
+            'shoal_peer_host_faults_total{host="127.0.0.1",kind="handshake"}')]
+        self.assertEqual(len(line), 1, text)
+        self.assertGreaterEqual(int(line[0].rsplit(" ", 1)[1]), 2)
 
     def test_e_a_dead_peer_is_retried_with_backoff(self):
         # Nothing listens on port 1: the first pull fails at once, the second waits its
