@@ -58,6 +58,13 @@ int packs_append(struct packs *p, const struct iovec *iov, size_t n, struct pack
  * (the pack is shorter than the index says: damaged), read errors. */
 int packs_read(struct packs *p, const struct pack_loc *loc, uint8_t *buf);
 
+/* The same for bulk reads: with direct writes, read with direct I/O too, into buf
+ * (aligned to PACK_ALIGN, cap >= PACK_READ_CAP(loc->len)) with no page-cache copy;
+ * otherwise through the page cache. *data gets where loc's bytes start in buf. */
+#define PACK_READ_CAP(len) ((size_t)(len) + 2 * PACK_ALIGN)
+int packs_read_bulk(struct packs *p, const struct pack_loc *loc, uint8_t *buf, size_t cap,
+                    const uint8_t **data);
+
 /* Frees the blocks of a removed chunk's range (best effort: a file system without hole
  * punching keeps them: -EOPNOTSUPP, for the caller to report). */
 int packs_punch(struct packs *p, const struct pack_loc *loc);

@@ -890,7 +890,8 @@ int store_has_chunks(struct store *s, const uint8_t (*hashes)[CHASH_LEN], size_t
 }
 
 /* Chunks are read in runs: chunks that lie one after the other in a pack (a piece's
- * new chunks do) come in with one read of up to READ_SPAN bytes. */
+ * new chunks do) come in with one read of up to READ_SPAN bytes, from the page cache
+ * if it holds them, else with direct I/O straight into the buffer (packs_read_bulk). */
 #define READ_SPAN  (1u << 20)
 #define READ_BATCH 1024u
 
@@ -915,7 +916,8 @@ static int read_batch(struct store *s, const uint8_t (*hashes)[CHASH_LEN], size_
                         run.len + m[j].loc.len <= READ_SPAN;
              j++)
             run.len += m[j].loc.len;
-        r = packs_read(s->packs, &run, buf);
+        const uint8_t *data;
+        r = packs_read_bulk(s->packs, &run, buf, PACK_READ_CAP(READ_SPAN), &data);
         if (r < 0) {
             store__log(s, STORE_LOG_ERROR, "reading pack %" PRIu32 ": %s", run.pack,
                        r == SHOAL_EHASH ? "the file is shorter than its index says"
@@ -923,7 +925,7 @@ static int read_batch(struct store *s, const uint8_t (*hashes)[CHASH_LEN], size_
             break;
         }
         for (; i < j && r == 0; i++)
-            r = cb(arg, base + i, buf + (m[i].loc.off - run.off), m[i].loc.len);
+            r = cb(arg, base + i, data + (m[i].loc.off - run.off), m[i].loc.len);
     }
     return r;
 }
@@ -932,10 +934,12 @@ int store__read_chunks(struct store *s, const uint8_t (*hashes)[CHASH_LEN], size
                        store_chunk_cb cb, void *arg)
 {
     struct store_meta *m = malloc((n < READ_BATCH ? n : READ_BATCH) * sizeof(*m) + 1);
-    uint8_t *buf = malloc(READ_SPAN);
+    uint8_t *buf = NULL;
     size_t at;
     int r = 0;
 
+    if (posix_memalign((void **)&buf, PACK_ALIGN, PACK_READ_CAP(READ_SPAN)) != 0)
+        buf = NULL;
     if (!m || !buf)
         r = -ENOMEM;
     for (at = 0; r == 0 && at < n; at += READ_BATCH) {

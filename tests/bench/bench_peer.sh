@@ -5,7 +5,7 @@
 #
 #   bench_peer.sh SHOALD SHOAL [MIB]      (MIB: model size, default 2048)
 #
-# PERF=1 also profiles the receiver with perf for 5 s of the pull and prints where its
+# PERF=1 also profiles both nodes with perf for 5 s of the pull and prints where their
 # cycles went (the split by stage in docs/benchmarks.md). SHOALD_ARGS go to both nodes.
 #
 # Everything lives in one temporary directory, removed on exit; the nodes are stopped by
@@ -83,8 +83,10 @@ fi
 a0=$(cpu_ticks "$apid")
 b0=$(cpu_ticks "$bpid")
 if [ -n "${PERF:-}" ]; then
-    (sleep 0.5; perf record -q -p "$bpid" -o "$WORK/perf.data" -- sleep 5 >/dev/null 2>&1) &
-    perfpid=$!
+    (sleep 0.5; perf record -q -p "$bpid" -o "$WORK/perf-b.data" -- sleep 5 >/dev/null 2>&1) &
+    perfb=$!
+    (sleep 0.5; perf record -q -p "$apid" -o "$WORK/perf-a.data" -- sleep 5 >/dev/null 2>&1) &
+    perfa=$!
 fi
 t0=$(now)
 HF_HUB_CACHE="$WORK/cache" "$SHOAL" --data-dir "$WORK/b" pull "bench/m@$commit" \
@@ -104,8 +106,10 @@ awk -v n="$bytes" -v t0="$t0" -v t1="$t1" -v a="$((a1 - a0))" -v b="$((b1 - b0))
     printf "receiver peak RSS %d MiB\n", rss
 }'
 if [ -n "${PERF:-}" ]; then
-    wait "$perfpid" || true
-    echo "receiver, share of cycles by function (perf, 5 s of the pull):"
-    perf report -i "$WORK/perf.data" --no-children --sort dso,sym --percent-limit 0.7 --stdio 2>/dev/null |
-        grep -v '^#' | grep -v '^$' | head -30
+    wait "$perfa" "$perfb" || true
+    for side in a:sender b:receiver; do
+        echo "${side#*:}, share of cycles by function (perf, 5 s of the pull):"
+        perf report -i "$WORK/perf-${side%%:*}.data" --no-children --sort dso,sym \
+            --percent-limit 0.7 --stdio 2>/dev/null | grep -v '^#' | grep -v '^$' | head -30
+    done
 fi
