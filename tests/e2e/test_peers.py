@@ -148,5 +148,39 @@ class PeersTest(unittest.TestCase):
             if not p.get("self"):
                 self.assertIn("rate_in", p)
 
+    def test_f_a_damaged_chunk_is_never_served(self):
+        # A imports a file, then one byte of it rots in A's pack. A must not send those
+        # bytes (B would blame it): it sends the chunk as missing, says so in its log,
+        # and B's pull fails with nothing of it exported. A's check finds the damage.
+        src = os.path.join(self.root, "dmg")
+        os.makedirs(src)
+        data = os.urandom(20 << 20)
+        with open(os.path.join(src, "w.bin"), "wb") as f:
+            f.write(data)
+        r = self.a.shoal("import", src, "--repo", "org/dmg", "--json")
+        self.assertEqual(r.returncode, 0, r.stderr)
+        commit = json.loads(r.stdout)["commit"]
+        packs = os.path.join(self.a.dir, "store", "packs")
+        probe = data[5 << 20:(5 << 20) + 64]
+        hit = None
+        for name in sorted(os.listdir(packs)):
+            with open(os.path.join(packs, name), "rb") as f:
+                at = f.read().find(probe)
+            if at >= 0:
+                hit = (os.path.join(packs, name), at)
+        self.assertIsNotNone(hit)
+        with open(hit[0], "r+b") as f:
+            f.seek(hit[1])
+            b = f.read(1)
+            f.seek(hit[1])
+            f.write(bytes([b[0] ^ 0x80]))
+        cache = os.path.join(self.root, "cache-f")
+        self.pull(self.b, "org/dmg@" + commit, "--from-peer", self.a.peer_addr(), code=1,
+                  cache=cache)
+        self.assertIn("did not match their hash and were not served", self.a.log_text())
+        self.assertFalse(os.path.exists(os.path.join(cache, "models--org--dmg", "snapshots")))
+        self.assertEqual(self.a.shoal("check").returncode, 3)
+        self.assertEqual(self.a.shoal("check", "--repair").returncode, 0)
+
 if __name__ == "__main__":
     unittest.main()
