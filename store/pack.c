@@ -403,7 +403,11 @@ int packs_append(struct packs *p, const struct iovec *iov, size_t n, struct pack
 
     for (i = 0; i < n; i++)
         total += iov[i].iov_len;
-    if (total == 0 || total > PACK_MAX || total > UINT32_MAX * (uint64_t)n)
+    for (i = 0; i < n; i++) {
+        if (iov[i].iov_len > UINT32_MAX)
+            return -EINVAL;
+    }
+    if (total == 0 || total > PACK_MAX)
         return -EINVAL;
     span = align_up(total);
 
