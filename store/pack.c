@@ -52,6 +52,7 @@ struct region {
 struct packs {
     int dirfd;
     bool direct;
+    uint64_t max;              /* PACK_MAX, or smaller in tests */
     pthread_mutex_t mu;
     struct pack_mark cur;      /* where the next region starts */
     bool dir_dirty;            /* a pack was created since the last sync */
@@ -112,12 +113,13 @@ static int probe_direct(int dirfd)
     return r;
 }
 
-int packs_open(const char *dir, bool direct, struct packs **out, char *why, size_t why_len)
+int packs_open(const char *dir, bool direct, uint64_t max, struct packs **out, char *why,
+               size_t why_len)
 {
     struct packs *p = calloc(1, sizeof(*p));
     struct dirent *de;
     DIR *d;
-    uint32_t id, max = 0;
+    uint32_t id, last = 0;
     bool any = false;
     int i, r;
 
@@ -151,16 +153,17 @@ int packs_open(const char *dir, bool direct, struct packs **out, char *why, size
         return r;
     }
     while ((de = readdir(d))) {
-        if (parse_name(de->d_name, &id) && (!any || id > max)) {
-            max = id;
+        if (parse_name(de->d_name, &id) && (!any || id > last)) {
+            last = id;
             any = true;
         }
     }
     closedir(d);
     /* Appends never go to a pack written before: its tail may hold bytes of appends
      * that a crash cut short. */
-    p->cur.pack = any ? max + 1 : 0;
+    p->cur.pack = any ? last + 1 : 0;
     p->direct = direct;
+    p->max = max && max < PACK_MAX ? max : PACK_MAX;
     pthread_mutex_init(&p->mu, NULL);
     for (i = 0; i < PACK_FDS; i++)
         p->f[i].fd = p->f[i].dfd = p->f[i].rdfd = -1;
@@ -407,12 +410,12 @@ int packs_append(struct packs *p, const struct iovec *iov, size_t n, struct pack
         if (iov[i].iov_len > UINT32_MAX)
             return -EINVAL;
     }
-    if (total == 0 || total > PACK_MAX)
+    if (total == 0 || total > p->max)
         return -EINVAL;
     span = align_up(total);
 
     pthread_mutex_lock(&p->mu);
-    if (p->cur.off > 0 && p->cur.off + span > PACK_MAX) {
+    if (p->cur.off > 0 && p->cur.off + span > p->max) {
         p->cur.pack++;
         p->cur.off = 0;
     }

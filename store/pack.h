@@ -44,14 +44,17 @@ struct pack_mark {
 };
 
 /* Opens the pack directory `dir` (created if missing). `direct`: write with O_DIRECT
- * (refused with -EINVAL where the file system cannot). Appends go to a new pack.
- * On failure `why` says what is wrong. */
-int packs_open(const char *dir, bool direct, struct packs **out, char *why, size_t why_len);
+ * (refused with -EINVAL where the file system cannot). `max`: bytes after which a
+ * pack takes no more appends (0: PACK_MAX; tests use small ones). Appends go to a new
+ * pack. On failure `why` says what is wrong. */
+int packs_open(const char *dir, bool direct, uint64_t max, struct packs **out, char *why,
+               size_t why_len);
 void packs_close(struct packs *p);
 
 /* Writes the n ranges one after the other into one new region; locs[i] gets where
- * range i went. Errors: -ENOSPC, -EIO and other write errors (the region is released),
- * -EINVAL (nothing to write, or more than a pack holds), -ENOMEM. */
+ * range i went. A region that would pass the pack's maximum starts the next pack.
+ * Errors: -ENOSPC, -EIO and other write errors (the region is released), -EINVAL
+ * (nothing to write, or more than a pack holds), -ENOMEM. */
 int packs_append(struct packs *p, const struct iovec *iov, size_t n, struct pack_loc *locs);
 
 /* Reads exactly loc->len bytes into buf. Errors: -ENOENT (no such pack), SHOAL_EHASH

@@ -290,11 +290,11 @@ static int open_packs(struct store *s, enum store_writes writes, char *why, size
 
     if (snprintf(path, sizeof(path), "%s/packs", s->dir) >= (int)sizeof(path))
         return -ENAMETOOLONG;
-    r = packs_open(path, writes != STORE_WRITES_BUFFERED, &s->packs, why, why_len);
+    r = packs_open(path, writes != STORE_WRITES_BUFFERED, 0, &s->packs, why, why_len);
     if (r == -EINVAL && writes == STORE_WRITES_AUTO) {
         store__log(s, STORE_LOG_INFO, "%s; chunk writes go through the page cache", why);
         why[0] = '\0';
-        r = packs_open(path, false, &s->packs, why, why_len);
+        r = packs_open(path, false, 0, &s->packs, why, why_len);
     } else if (r == 0) {
         store__log(s, STORE_LOG_INFO, "chunk writes: %s",
                    writes == STORE_WRITES_BUFFERED ? "buffered" : "direct I/O");
