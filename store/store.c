@@ -818,8 +818,29 @@ int store_put_piece(struct store *s, const uint8_t file[static STORE_ID_LEN], ui
         }
         r = store__meta_get(s, (const uint8_t(*)[CHASH_LEN])p.ghash, p.g, p.have);
         again = false;
-        for (k = 0; r == 0 && k < p.g; k++)
+        new_bytes = 0;
+        for (k = 0; r == 0 && k < p.g; k++) {
             again |= p.have[k].refs == 0 && p.wrote[k].len == 0;
+            if (p.have[k].refs == 0)
+                new_bytes += p.wrote[k].len;
+        }
+        /* The quota once more, against the counts as they are now: writers that passed
+         * the check above together must not overshoot it together. */
+        if (r == 0 && !again && s->quota && s->st.physical_bytes + new_bytes > s->quota) {
+            pthread_mutex_unlock(&s->mu);
+            if (evicted) {
+                store__log(s, STORE_LOG_WARN, "no room for %" PRIu64 " more bytes of chunks",
+                           new_bytes);
+                r = -ENOSPC;
+                goto out;
+            }
+            evicted = true;
+            r = store_evict(s, new_bytes, &(uint64_t){0});
+            if (r < 0)
+                goto out;
+            again = true;
+            continue;
+        }
         if (r < 0 || again) {
             pthread_mutex_unlock(&s->mu);
             if (r < 0)

@@ -1158,6 +1158,63 @@ static void *race_writer(void *arg)
     return NULL;
 }
 
+struct quota_race {
+    struct store *s;
+    struct tfile *f;
+    int r;
+};
+
+static void *quota_writer(void *arg)
+{
+    struct quota_race *q = arg;
+
+    q->r = put_piece(q->s, q->f, 0);
+    return NULL;
+}
+
+/* Writers of different files checking the quota at once: together they never go past
+ * it. Room for three of four one-piece files, none of them complete (nothing can be
+ * evicted): exactly one write fails with -ENOSPC, every time. */
+static void test_concurrent_quota(void)
+{
+    size_t size = 1000000;
+    uint8_t *data = check_malloc(4 * size);
+    struct tfile f[4];
+    struct quota_race q[4];
+    pthread_t t[4];
+    struct store_stats st;
+    int round, i, full;
+
+    check_fill_splitmix(data, 4 * size, 57);
+    for (i = 0; i < 4; i++)
+        tfile_make(&f[i], data + (size_t)i * size, size);
+    quiet_level = 0; /* silence: each refusal is logged */
+    for (round = 0; round < 8; round++) {
+        char *d = tmpdir();
+        struct store *s = open_store(d, 3 * size + size / 2);
+        for (i = 0; i < 4; i++) {
+            q[i] = (struct quota_race){.s = s, .f = &f[i]};
+            CHECK_EQ(pthread_create(&t[i], NULL, quota_writer, &q[i]), 0);
+        }
+        for (i = 0, full = 0; i < 4; i++) {
+            CHECK_EQ(pthread_join(t[i], NULL), 0);
+            CHECK(q[i].r == 0 || q[i].r == -ENOSPC);
+            full += q[i].r == -ENOSPC;
+        }
+        CHECK_EQ(full, 1);
+        CHECK_EQ(store_stats(s, &st), 0);
+        CHECK_EQ(st.physical_bytes, 3 * size);
+        check_clean(s);
+        store_close(s);
+        rmtree(d);
+        free(d);
+    }
+    quiet_level = 1;
+    for (i = 0; i < 4; i++)
+        tfile_free(&f[i]);
+    free(data);
+}
+
 /* Writers racing on the same pieces (two pulls of one file) count each piece once. */
 static void test_concurrent_writers(void)
 {
@@ -1431,6 +1488,7 @@ int main(int argc, char **argv)
     RUN(test_gc);
     RUN(test_import);
     RUN(test_concurrent_writers);
+    RUN(test_concurrent_quota);
     RUN(test_kill9);
     return check_done();
 }
