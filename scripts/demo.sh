@@ -5,7 +5,7 @@
 #
 # Starts the project's test hub (tests/hub/hub.py, a stand-in for huggingface.co) with
 # a generated 64 MiB model, starts shoald against it, runs `shoal pull` twice (the
-# second time nothing is fetched), shows `shoal status` and `shoal ls`, and stops
+# second time nothing is fetched), shows `shoal status`, `shoal ls` and `shoal check`, and stops
 # everything. All of it lives in a temporary directory, removed on exit. With the real
 # Hub the same commands work without --hub (see docs/user-guide.md).
 set -euo pipefail
@@ -55,3 +55,5 @@ say "shoal status"
 "$shoal" status
 say "shoal ls"
 "$shoal" ls
+say "shoal check     (reads and hashes every chunk the store holds)"
+"$shoal" check
