@@ -401,6 +401,7 @@ int packs_append(struct packs *p, const struct iovec *iov, size_t n, struct pack
     struct pack_file *e;
     struct region g;
     uint64_t total = 0, span, off;
+    bool direct;
     size_t i;
     int r;
 
@@ -425,11 +426,23 @@ int packs_append(struct packs *p, const struct iovec *iov, size_t n, struct pack
     p->writing = &g;
     pthread_mutex_unlock(&p->mu);
 
-    r = get_file(p, g.at.pack, true, p->direct, &e);
+    pthread_mutex_lock(&p->mu);
+    direct = p->direct;
+    pthread_mutex_unlock(&p->mu);
+    r = get_file(p, g.at.pack, true, direct, &e);
     if (r == 0) {
-        if (p->direct) {
+        if (direct)
             r = write_direct(p, e->dfd, iov, n, g.at.off);
-        } else {
+        if (r == -EINVAL && direct) {
+            /* The probe at open passed, yet this device refuses the alignment: go on
+             * with buffered writes (packs_direct() tells the store). */
+            pthread_mutex_lock(&p->mu);
+            p->direct = false;
+            pthread_mutex_unlock(&p->mu);
+            direct = false;
+            r = 0;
+        }
+        if (!direct) {
             r = write_buffered(e->fd, iov, n, g.at.off);
             /* Start the write-back now, so that a later sync has little to wait for. */
             if (r == 0)
@@ -553,6 +566,10 @@ int packs_read_bulk(struct packs *p, const struct pack_loc *loc, uint8_t *buf, s
         r = SHOAL_EHASH; /* the pack ends early */
     *data = buf + (loc->off - a0);
     put_file(p, e, false);
+    if (r == -EINVAL) { /* the device wants another alignment: read through the cache */
+        *data = buf;
+        r = packs_read(p, loc, buf);
+    }
     return r;
 }
 
@@ -615,6 +632,16 @@ int packs_sync(struct packs *p, struct pack_mark *mark)
         p->dir_dirty |= dir;
     pthread_mutex_unlock(&p->mu);
     return r;
+}
+
+bool packs_direct(struct packs *p)
+{
+    bool d;
+
+    pthread_mutex_lock(&p->mu);
+    d = p->direct;
+    pthread_mutex_unlock(&p->mu);
+    return d;
 }
 
 uint64_t packs_unsynced(struct packs *p)

@@ -76,6 +76,10 @@ int packs_punch(struct packs *p, const struct pack_loc *loc);
  * watermark (regions wholly below it are on the disk). */
 int packs_sync(struct packs *p, struct pack_mark *mark);
 
+/* Whether appends use direct I/O: as opened, unless a device refused it later (then
+ * they went on buffered). */
+bool packs_direct(struct packs *p);
+
 /* Bytes appended since the last packs_sync. */
 uint64_t packs_unsynced(struct packs *p);
 

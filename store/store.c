@@ -299,6 +299,8 @@ static int open_packs(struct store *s, enum store_writes writes, char *why, size
         store__log(s, STORE_LOG_INFO, "chunk writes: %s",
                    writes == STORE_WRITES_BUFFERED ? "buffered" : "direct I/O");
     }
+    if (r == 0)
+        s->direct = packs_direct(s->packs);
     if (r < 0)
         return r;
     r = store__get(s, CF_DEFAULT, SYNC_KEY, sizeof(SYNC_KEY) - 1, &val, &vlen);
@@ -806,6 +808,14 @@ int store_put_piece(struct store *s, const uint8_t file[static STORE_ID_LEN], ui
         if (r < 0) {
             store__log(s, STORE_LOG_ERROR, "writing chunks to a pack file: %s", strerror(-r));
             goto out;
+        }
+        if (s->direct && !packs_direct(s->packs)) {
+            pthread_mutex_lock(&s->mu);
+            if (s->direct)
+                store__log(s, STORE_LOG_WARN, "the disk refused a direct write; chunk writes "
+                                              "go through the page cache from now on");
+            s->direct = false;
+            pthread_mutex_unlock(&s->mu);
         }
 
         pthread_mutex_lock(&s->mu);

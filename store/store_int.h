@@ -54,6 +54,7 @@ struct store {
     store_log_cb log;
     void *log_arg;
     bool punch_warned;                 /* the file system cannot punch holes: said once */
+    bool direct;                       /* pack writes use direct I/O (as last seen) */
 };
 
 #define PIECE_KEY_LEN (1 + STORE_ID_LEN + 4)
