@@ -99,6 +99,10 @@ struct ctx {
     const struct pack_mark *since; /* hash only chunks above it (NULL: all) */
     struct pack_loc *gone;         /* pack space to free once the repair is written */
     size_t n_gone, cap_gone;
+    struct pack_delta *live;       /* bytes per pack in use, sorted by pack */
+    size_t n_live, cap_live;
+    uint32_t *emptied;             /* packs the repair leaves unused */
+    size_t n_emptied, cap_emptied;
     uint8_t *buf;                  /* one chunk */
     int err;
 };
@@ -166,6 +170,133 @@ static int pass_pieces(void *arg, const uint8_t *file, uint32_t index, const cha
         }
     }
     return 0;
+}
+
+/* Counts len bytes in use in pack `pack` (a sorted array: packs are few). */
+static int live_add(struct ctx *c, uint32_t pack, uint32_t len)
+{
+    size_t lo = 0, hi = c->n_live;
+
+    while (lo < hi) {
+        size_t mid = (lo + hi) / 2;
+        if (c->live[mid].pack < pack)
+            lo = mid + 1;
+        else
+            hi = mid;
+    }
+    if (lo < c->n_live && c->live[lo].pack == pack) {
+        c->live[lo].bytes += len;
+        return 0;
+    }
+    if (c->n_live == c->cap_live) {
+        size_t cap = c->cap_live ? c->cap_live * 2 : 64;
+        struct pack_delta *n = realloc(c->live, cap * sizeof(*n));
+        if (!n)
+            return -ENOMEM;
+        c->live = n;
+        c->cap_live = cap;
+    }
+    memmove(c->live + lo + 1, c->live + lo, (c->n_live - lo) * sizeof(*c->live));
+    c->live[lo] = (struct pack_delta){pack, len};
+    c->n_live++;
+    return 0;
+}
+
+/* The index of pack's entry in c->live, or SIZE_MAX. */
+static size_t live_find(const struct ctx *c, uint32_t pack)
+{
+    for (size_t lo = 0, hi = c->n_live; lo < hi;) {
+        size_t mid = (lo + hi) / 2;
+        if (c->live[mid].pack == pack)
+            return mid;
+        if (c->live[mid].pack < pack)
+            lo = mid + 1;
+        else
+            hi = mid;
+    }
+    return SIZE_MAX;
+}
+
+/* After pass 2: each pack's 'K' record against the bytes the index puts in it. A
+ * record that should be gone is dropped, and its pack removed after the repair. */
+static int pass_packs(struct ctx *c)
+{
+    struct store *s = c->s;
+    rocksdb_readoptions_t *ro = rocksdb_readoptions_create();
+    rocksdb_iterator_t *it;
+    uint8_t lo = KEY_PACK, hi = KEY_PACK + 1, key[PACK_KEY_LEN], val[8];
+    bool *seen = calloc(c->n_live + 1, sizeof(*seen));
+    char *err = NULL;
+    size_t i;
+    int r = seen ? 0 : -ENOMEM;
+
+    rocksdb_readoptions_set_iterate_upper_bound(ro, (const char *)&hi, 1);
+    it = rocksdb_create_iterator_cf(s->db, ro, s->cf[CF_CHUNKS]);
+    for (rocksdb_iter_seek(it, (const char *)&lo, 1); r == 0 && rocksdb_iter_valid(it);
+         rocksdb_iter_next(it)) {
+        size_t klen, vlen;
+        const uint8_t *k = (const uint8_t *)rocksdb_iter_key(it, &klen);
+        const uint8_t *v = (const uint8_t *)rocksdb_iter_value(it, &vlen);
+        uint32_t pack;
+        int64_t want;
+
+        if (klen != PACK_KEY_LEN) {
+            c->r.bad_totals++;
+            if (c->repair)
+                rocksdb_writebatch_delete_cf(c->b, s->cf[CF_CHUNKS], (const char *)k, klen);
+            continue;
+        }
+        pack = (uint32_t)k[1] << 24 | (uint32_t)k[2] << 16 | (uint32_t)k[3] << 8 | k[4];
+        i = live_find(c, pack);
+        want = i == SIZE_MAX ? 0 : c->live[i].bytes;
+        if (i != SIZE_MAX)
+            seen[i] = true;
+        if (vlen == 8 && (int64_t)store__get_u64le(v) == want)
+            continue;
+        store__log(s, STORE_LOG_ERROR, "pack %" PRIu32 " counts the wrong number of bytes",
+                   pack);
+        c->r.bad_totals++;
+        if (!c->repair)
+            continue;
+        if (want > 0) {
+            store__put_u64le(val, (uint64_t)want);
+            rocksdb_writebatch_put_cf(c->b, s->cf[CF_CHUNKS], (const char *)k, klen,
+                                      (const char *)val, sizeof(val));
+            continue;
+        }
+        rocksdb_writebatch_delete_cf(c->b, s->cf[CF_CHUNKS], (const char *)k, klen);
+        if (c->n_emptied == c->cap_emptied) {
+            size_t cap = c->cap_emptied ? c->cap_emptied * 2 : 16;
+            uint32_t *e = realloc(c->emptied, cap * sizeof(*e));
+            if (!e) {
+                r = -ENOMEM;
+                break;
+            }
+            c->emptied = e;
+            c->cap_emptied = cap;
+        }
+        c->emptied[c->n_emptied++] = pack;
+    }
+    if (r == 0) {
+        rocksdb_iter_get_error(it, &err);
+        r = store__err(s, err, "iterating the pack records");
+    }
+    for (i = 0; r == 0 && i < c->n_live; i++) {
+        if (seen[i] || c->live[i].bytes == 0)
+            continue;
+        store__log(s, STORE_LOG_ERROR, "pack %" PRIu32 " has no byte count", c->live[i].pack);
+        c->r.bad_totals++;
+        if (c->repair) {
+            store__pack_key(key, c->live[i].pack);
+            store__put_u64le(val, (uint64_t)c->live[i].bytes);
+            rocksdb_writebatch_put_cf(c->b, s->cf[CF_CHUNKS], (const char *)key, sizeof(key),
+                                      (const char *)val, sizeof(val));
+        }
+    }
+    free(seen);
+    rocksdb_iter_destroy(it);
+    rocksdb_readoptions_destroy(ro);
+    return r;
 }
 
 /* Walks the 'M' records, reading and hashing each chunk's bytes. */
@@ -239,6 +370,7 @@ static int pass_index(struct ctx *c)
             continue;
         }
         e->state = 2;
+        r = live_add(c, m.loc.pack, m.loc.len);
         if (e->uses != m.refs) {
             c->r.bad_refcounts++;
             if (c->repair) {
@@ -396,6 +528,8 @@ static int check_round(struct store *s, bool repair, const struct pack_mark *sin
         r = store__piece_walk(s, NULL, true, pass_broken, &bc);
     if (r == 0)
         r = pass_files(&c, meta);
+    if (r == 0)
+        r = pass_packs(&c);
     if (r == 0 && (s->st.chunks != c.chunks || s->st.physical_bytes != c.physical ||
                    s->st.logical_bytes != c.logical)) {
         store__log(s, STORE_LOG_ERROR, "stored totals differ from the records");
@@ -411,13 +545,17 @@ static int check_round(struct store *s, bool repair, const struct pack_mark *sin
             store__stats_put(s, c.b);
             r = store__write(s, c.b, true);
         }
-        if (r == 0)
+        if (r == 0) {
             store__punch(s, c.gone, c.n_gone);
+            store__drop_packs(s, c.emptied, c.n_emptied);
+        }
     }
     rocksdb_writebatch_destroy(c.b);
     rocksdb_writebatch_destroy(meta);
     free(c.uses.slot);
     free(c.gone);
+    free(c.live);
+    free(c.emptied);
     free(c.buf);
     if (r == 0)
         *out = c.r;

@@ -428,7 +428,9 @@ int store_remove_file(struct store *s, const uint8_t file[static STORE_ID_LEN])
     uint32_t *uses = NULL;
     struct store_meta *m = NULL;
     struct pack_loc *gone = NULL;
-    size_t i, g = 0, n_gone = 0;
+    struct pack_delta *live = NULL;
+    uint32_t *emptied = NULL;
+    size_t i, g = 0, n_gone = 0, n_emptied = 0;
     int r;
 
     /* One synced batch: the complete mark, the pieces, the counts. Only once it is on
@@ -455,7 +457,9 @@ int store_remove_file(struct store *s, const uint8_t file[static STORE_ID_LEN])
     uses = malloc((c.n ? c.n : 1) * sizeof(*uses));
     m = malloc((c.n ? c.n : 1) * sizeof(*m));
     gone = malloc((c.n ? c.n : 1) * sizeof(*gone));
-    if (!hashes || !uses || !m || !gone) {
+    live = malloc((c.n ? c.n : 1) * sizeof(*live));
+    emptied = malloc((c.n ? c.n : 1) * sizeof(*emptied));
+    if (!hashes || !uses || !m || !gone || !live || !emptied) {
         r = -ENOMEM;
         goto unlock;
     }
@@ -482,27 +486,34 @@ int store_remove_file(struct store *s, const uint8_t file[static STORE_ID_LEN])
             continue; /* already absent */
         store__chunk_key(key, KEY_META, hashes[i]);
         rocksdb_writebatch_delete_cf(c.b, s->cf[CF_CHUNKS], (const char *)key, sizeof(key));
+        live[n_gone] = (struct pack_delta){m[i].loc.pack, -(int64_t)m[i].loc.len};
         gone[n_gone++] = m[i].loc;
         s->st.chunks--;
         s->st.physical_bytes -= m[i].loc.len;
     }
     s->st.logical_bytes -= c.logical;
     store__stats_put(s, c.b);
-    r = store__write(s, c.b, true);
+    r = store__pack_live(s, c.b, live, n_gone, emptied, &n_emptied);
+    if (r == 0)
+        r = store__write(s, c.b, true);
     if (r < 0) {
         (void)store__stats_load(s);
-        n_gone = 0;
+        n_gone = n_emptied = 0;
     }
 unlock:
     pthread_mutex_unlock(&s->mu);
     if (gone)
         store__punch(s, gone, n_gone);
+    if (emptied)
+        store__drop_packs(s, emptied, n_emptied);
     rocksdb_writebatch_destroy(c.b);
     free(c.chunks);
     free(hashes);
     free(uses);
     free(m);
     free(gone);
+    free(live);
+    free(emptied);
     return r;
 }
 

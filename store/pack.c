@@ -44,10 +44,6 @@ struct pack_file {
     uint64_t synced; /* gen at the last sync that covered it */
 };
 
-struct region {
-    struct pack_mark at;
-    struct region *next;
-};
 
 struct packs {
     int dirfd;
@@ -58,7 +54,7 @@ struct packs {
     bool dir_dirty;            /* a pack was created since the last sync */
     uint64_t unsynced;
     uint64_t tick;
-    struct region *writing;    /* regions reserved and not yet written */
+    struct pack_append *open;  /* appends not yet settled (being written or indexed) */
     struct pack_file f[PACK_FDS];
     void *stage[STAGE_KEEP];
     int n_stage;
@@ -384,11 +380,11 @@ static int write_buffered(int fd, const struct iovec *iov, size_t n, uint64_t of
     return 0;
 }
 
-static void region_drop(struct packs *p, struct region *g)
+static void unlink_append(struct packs *p, struct pack_append *g)
 {
-    struct region **pp;
+    struct pack_append **pp;
 
-    for (pp = &p->writing; *pp; pp = &(*pp)->next) {
+    for (pp = &p->open; *pp; pp = &(*pp)->next) {
         if (*pp == g) {
             *pp = g->next;
             break;
@@ -396,10 +392,18 @@ static void region_drop(struct packs *p, struct region *g)
     }
 }
 
-int packs_append(struct packs *p, const struct iovec *iov, size_t n, struct pack_loc *locs)
+void packs_settle(struct packs *p, struct pack_append *g)
+{
+    pthread_mutex_lock(&p->mu);
+    unlink_append(p, g);
+    pthread_mutex_unlock(&p->mu);
+}
+
+int packs_append(struct packs *p, const struct iovec *iov, size_t n, struct pack_loc *locs,
+                 struct pack_append *a)
 {
     struct pack_file *e;
-    struct region g;
+    struct pack_append *const g = a;
     uint64_t total = 0, span, off;
     bool direct;
     size_t i;
@@ -420,19 +424,19 @@ int packs_append(struct packs *p, const struct iovec *iov, size_t n, struct pack
         p->cur.pack++;
         p->cur.off = 0;
     }
-    g.at = p->cur;
+    g->at = p->cur;
     p->cur.off += span;
-    g.next = p->writing;
-    p->writing = &g;
+    g->next = p->open;
+    p->open = g;
     pthread_mutex_unlock(&p->mu);
 
     pthread_mutex_lock(&p->mu);
     direct = p->direct;
     pthread_mutex_unlock(&p->mu);
-    r = get_file(p, g.at.pack, true, direct, &e);
+    r = get_file(p, g->at.pack, true, direct, &e);
     if (r == 0) {
         if (direct)
-            r = write_direct(p, e->dfd, iov, n, g.at.off);
+            r = write_direct(p, e->dfd, iov, n, g->at.off);
         if (r == -EINVAL && direct) {
             /* The probe at open passed, yet this device refuses the alignment: go on
              * with buffered writes (packs_direct() tells the store). */
@@ -443,27 +447,28 @@ int packs_append(struct packs *p, const struct iovec *iov, size_t n, struct pack
             r = 0;
         }
         if (!direct) {
-            r = write_buffered(e->fd, iov, n, g.at.off);
+            r = write_buffered(e->fd, iov, n, g->at.off);
             /* Start the write-back now, so that a later sync has little to wait for. */
             if (r == 0)
-                sync_file_range(e->fd, (off_t)g.at.off, (off_t)total, SYNC_FILE_RANGE_WRITE);
+                sync_file_range(e->fd, (off_t)g->at.off, (off_t)total, SYNC_FILE_RANGE_WRITE);
         }
         if (r < 0) /* a partly written region gives its blocks back */
-            fallocate(e->fd, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE, (off_t)g.at.off,
+            fallocate(e->fd, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE, (off_t)g->at.off,
                       (off_t)span);
         put_file(p, e, r == 0);
     }
 
     pthread_mutex_lock(&p->mu);
-    region_drop(p, &g);
     if (r == 0)
         p->unsynced += span;
+    else
+        unlink_append(p, g); /* failed: nothing to settle */
     pthread_mutex_unlock(&p->mu);
     if (r < 0)
         return r;
-    off = g.at.off;
+    off = g->at.off;
     for (i = 0; i < n; i++) {
-        locs[i] = (struct pack_loc){.pack = g.at.pack, .len = (uint32_t)iov[i].iov_len, .off = off};
+        locs[i] = (struct pack_loc){.pack = g->at.pack, .len = (uint32_t)iov[i].iov_len, .off = off};
         off += iov[i].iov_len;
     }
     return 0;
@@ -592,13 +597,13 @@ int packs_sync(struct packs *p, struct pack_mark *mark)
 {
     struct pack_file *dirty[PACK_FDS];
     uint64_t gens[PACK_FDS];
-    struct region *g;
+    struct pack_append *g;
     bool dir;
     int i, n = 0, r = 0;
 
     pthread_mutex_lock(&p->mu);
     *mark = p->cur;
-    for (g = p->writing; g; g = g->next) {
+    for (g = p->open; g; g = g->next) {
         if (g->at.pack < mark->pack || (g->at.pack == mark->pack && g->at.off < mark->off))
             *mark = g->at;
     }
@@ -630,6 +635,32 @@ int packs_sync(struct packs *p, struct pack_mark *mark)
     }
     if (r < 0)
         p->dir_dirty |= dir;
+    pthread_mutex_unlock(&p->mu);
+    return r;
+}
+
+int packs_remove(struct packs *p, uint32_t id)
+{
+    char name[NAME_LEN];
+    int r = 0;
+
+    pthread_mutex_lock(&p->mu);
+    if (id >= p->cur.pack)
+        r = -EBUSY; /* appends go there (or will) */
+    for (struct pack_append *g = p->open; g && r == 0; g = g->next) {
+        if (g->at.pack == id)
+            r = -EBUSY; /* an append there is still being written or indexed */
+    }
+    /* An open descriptor (in the table, or a reader's) keeps the inode until it is
+     * closed; its blocks were punched already. Ids are never reused, so the entry
+     * serves nobody else meanwhile. */
+    if (r == 0) {
+        pack_name(name, id);
+        if (unlinkat(p->dirfd, name, 0) < 0 && errno != ENOENT)
+            r = -errno;
+        else
+            p->dir_dirty = true;
+    }
     pthread_mutex_unlock(&p->mu);
     return r;
 }

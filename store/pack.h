@@ -6,11 +6,12 @@
  * chunks go to the disk in one sequential write, with direct I/O when asked. Packs
  * are append-only: a region is written once and never reused; removing chunks punches
  * holes, and the file system frees their blocks (all but the block a region's last
- * chunk shares with its padding).
+ * chunk shares with its padding); the store deletes a pack once nothing in it is used
+ * (packs_remove).
  *
  * Durability: an append returns once its bytes are in the kernel (they survive the
- * process being killed). packs_sync() makes every region that finished before it
- * durable and returns the watermark: every region wholly below it is on the disk.
+ * process being killed). packs_sync() makes every settled region durable and returns
+ * the watermark: every region wholly below it is on the disk.
  * The store keeps that watermark; after a power loss it re-verifies the chunks that
  * lie at or above it (docs/storage.md).
  *
@@ -51,11 +52,27 @@ int packs_open(const char *dir, bool direct, uint64_t max, struct packs **out, c
                size_t why_len);
 void packs_close(struct packs *p);
 
+/* An append from its start until the caller settles it (after writing the index that
+ * names its bytes, or deciding not to): its pack is not removed meanwhile, and the
+ * sync watermark stays below it. The caller owns the storage. */
+struct pack_append {
+    struct pack_mark at;
+    struct pack_append *next;
+};
+
 /* Writes the n ranges one after the other into one new region; locs[i] gets where
  * range i went. A region that would pass the pack's maximum starts the next pack.
- * Errors: -ENOSPC, -EIO and other write errors (the region is released), -EINVAL
- * (nothing to write, or more than a pack holds), -ENOMEM. */
-int packs_append(struct packs *p, const struct iovec *iov, size_t n, struct pack_loc *locs);
+ * On success the caller must packs_settle(a). Errors: -ENOSPC, -EIO and other write
+ * errors (the region is released, nothing to settle), -EINVAL (nothing to write, or
+ * more than a pack holds), -ENOMEM. */
+int packs_append(struct packs *p, const struct iovec *iov, size_t n, struct pack_loc *locs,
+                 struct pack_append *a);
+void packs_settle(struct packs *p, struct pack_append *a);
+
+/* Deletes pack `id`, once nothing it holds is used any more (the caller's accounting
+ * says so). Refused with -EBUSY while appends go to it or an append in it is not
+ * settled. A pack already gone is not an error. */
+int packs_remove(struct packs *p, uint32_t id);
 
 /* Reads exactly loc->len bytes into buf. Errors: -ENOENT (no such pack), SHOAL_EHASH
  * (the pack is shorter than the index says: damaged), read errors. */

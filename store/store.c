@@ -7,6 +7,7 @@
  *   chunks     'M' hash            -> len, refs, pack, offset (the chunk index)
  *              'P' file index(BE)  -> piece record            (manifest_piece_encode)
  *              'S'                 -> chunks, physical, logical (u64 each)
+ *              'K' pack(BE)        -> bytes of chunks in that pack (deleted at zero)
  *   files      file id             -> version, flags, size, atime
  *   manifests  file id             -> manifest v1              (complete files only)
  *   default    "schema", "packsync" (the pack watermark), "open" (the boot that has
@@ -23,7 +24,7 @@
  * it (store__recover).
  *
  * Reference counts count piece records: a chunk used twice in one piece counts
- * twice. Read-modify-writes of 'M' and 'S' run under one mutex.
+ * twice. Read-modify-writes of 'M', 'S' and 'K' run under one mutex.
  */
 #include "store.h"
 
@@ -599,6 +600,75 @@ static int by_place(const void *a, const void *b)
     return x->off < y->off ? -1 : x->off > y->off;
 }
 
+static int by_pack(const void *a, const void *b)
+{
+    const struct pack_delta *x = a, *y = b;
+
+    return x->pack < y->pack ? -1 : x->pack > y->pack;
+}
+
+void store__pack_key(uint8_t key[PACK_KEY_LEN], uint32_t pack)
+{
+    key[0] = KEY_PACK;
+    key[1] = (uint8_t)(pack >> 24);
+    key[2] = (uint8_t)(pack >> 16);
+    key[3] = (uint8_t)(pack >> 8);
+    key[4] = (uint8_t)pack;
+}
+
+int store__pack_live(struct store *s, rocksdb_writebatch_t *b, struct pack_delta *d, size_t n,
+                     uint32_t *emptied, size_t *n_emptied)
+{
+    uint8_t key[PACK_KEY_LEN], val[8];
+    size_t i, j;
+    char *v;
+    size_t vlen;
+    int r;
+
+    if (n_emptied)
+        *n_emptied = 0;
+    if (n == 0)
+        return 0;
+    qsort(d, n, sizeof(*d), by_pack);
+    for (i = 0; i < n; i = j) {
+        int64_t sum = 0, now = 0;
+        for (j = i; j < n && d[j].pack == d[i].pack; j++)
+            sum += d[j].bytes;
+        store__pack_key(key, d[i].pack);
+        r = store__get(s, CF_CHUNKS, key, sizeof(key), &v, &vlen);
+        if (r == 0) {
+            now = vlen == 8 ? (int64_t)store__get_u64le((uint8_t *)v) : 0;
+            rocksdb_free(v);
+        } else if (r != -ENOENT) {
+            return r;
+        }
+        now += sum;
+        if (now > 0) {
+            store__put_u64le(val, (uint64_t)now);
+            rocksdb_writebatch_put_cf(b, s->cf[CF_CHUNKS], (const char *)key, sizeof(key),
+                                      (const char *)val, sizeof(val));
+            continue;
+        }
+        if (now < 0)
+            store__log(s, STORE_LOG_WARN, "pack %" PRIu32 " counts fewer bytes than it "
+                       "holds; store_check repairs it", d[i].pack);
+        rocksdb_writebatch_delete_cf(b, s->cf[CF_CHUNKS], (const char *)key, sizeof(key));
+        if (emptied)
+            emptied[(*n_emptied)++] = d[i].pack;
+    }
+    return 0;
+}
+
+void store__drop_packs(struct store *s, const uint32_t *ids, size_t n)
+{
+    for (size_t i = 0; i < n; i++) {
+        int r = packs_remove(s->packs, ids[i]);
+        if (r < 0 && r != -EBUSY)
+            store__log(s, STORE_LOG_WARN, "removing pack %" PRIu32 ": %s", ids[i],
+                       strerror(-r));
+    }
+}
+
 void store__punch(struct store *s, struct pack_loc *locs, size_t n)
 {
     size_t i, j;
@@ -644,6 +714,9 @@ int store_has_piece(struct store *s, const uint8_t file[static STORE_ID_LEN], ui
     return 1;
 }
 
+/* Rounds of store_put_piece against chunks removed under it, at most. */
+#define PUT_TRIES 4
+
 /* What store_put_piece works with: the piece's distinct chunks and, per chunk, where
  * the store has it or where this call wrote it. */
 struct put {
@@ -658,6 +731,8 @@ struct put {
     struct iovec *iov;
     struct pack_loc *locs;
     uint32_t *which;           /* group of each iov */
+    struct pack_append apps[PUT_TRIES]; /* this call's appends, settled at its end */
+    unsigned n_apps;
 };
 
 static int put_alloc(struct put *p, const struct store_chunk *chunks, uint32_t n)
@@ -724,7 +799,9 @@ static int put_append(struct store *s, struct put *p, const struct store_chunk *
     }
     if (m == 0)
         return 0;
-    r = packs_append(s->packs, p->iov, m, p->locs);
+    r = packs_append(s->packs, p->iov, m, p->locs, &p->apps[p->n_apps]);
+    if (r == 0)
+        p->n_apps++;
     for (i = 0; r == 0 && i < m; i++)
         p->wrote[p->which[i]] = p->locs[i];
     return r;
@@ -737,6 +814,8 @@ int store_put_piece(struct store *s, const uint8_t file[static STORE_ID_LEN], ui
     struct chash_leaf *leaves = NULL;
     struct manifest_piece piece = {0};
     struct put p = {0};
+    struct pack_delta *live = NULL;
+    size_t n_live;
     uint8_t key[PIECE_KEY_LEN];
     rocksdb_writebatch_t *b = NULL;
     uint8_t *rec = NULL;
@@ -760,8 +839,9 @@ int store_put_piece(struct store *s, const uint8_t file[static STORE_ID_LEN], ui
         return r < 0 ? r : 0;
 
     leaves = malloc(n * sizeof(*leaves));
+    live = malloc(n * sizeof(*live));
     b = rocksdb_writebatch_create();
-    r = leaves && b ? put_alloc(&p, chunks, n) : -ENOMEM;
+    r = leaves && live && b ? put_alloc(&p, chunks, n) : -ENOMEM;
     if (r < 0)
         goto out;
     for (i = 0; i < n; i++) {
@@ -779,7 +859,7 @@ int store_put_piece(struct store *s, const uint8_t file[static STORE_ID_LEN], ui
      * records under the lock against the index as it is then. A chunk removed in
      * between is written on the next round; one stored by another writer meanwhile
      * makes our copy surplus, and its space is given back. */
-    for (tries = 0, again = true; again && tries < 4; tries++) {
+    for (tries = 0, again = true; again && tries < PUT_TRIES; tries++) {
         r = store__meta_get(s, (const uint8_t(*)[CHASH_LEN])p.ghash, p.g, p.have);
         if (r < 0)
             goto out;
@@ -857,6 +937,7 @@ int store_put_piece(struct store *s, const uint8_t file[static STORE_ID_LEN], ui
                 goto out;
             continue;
         }
+        n_live = 0;
         for (k = 0; k < p.g; k++) {
             struct store_meta m = p.have[k];
             if (m.refs == 0) {
@@ -864,9 +945,18 @@ int store_put_piece(struct store *s, const uint8_t file[static STORE_ID_LEN], ui
                 p.used[k] = true;
                 s->st.chunks++;
                 s->st.physical_bytes += m.loc.len;
+                live[n_live++] = (struct pack_delta){m.loc.pack, m.loc.len};
             }
             m.refs += p.count[k];
             store__meta_put(s, b, p.ghash[k], &m);
+        }
+        r = store__pack_live(s, b, live, n_live, NULL, NULL);
+        if (r < 0) {
+            (void)store__stats_load(s);
+            for (k = 0; k < p.g; k++)
+                p.used[k] = false;
+            pthread_mutex_unlock(&s->mu);
+            goto out;
         }
         store__piece_key(key, file, index);
         rocksdb_writebatch_put_cf(b, s->cf[CF_CHUNKS], (const char *)key, sizeof(key),
@@ -896,10 +986,13 @@ out:
         if (p.wrote && p.wrote[k].len && !p.used[k])
             store__punch(s, &p.wrote[k], 1);
     }
+    for (k = 0; k < p.n_apps; k++)
+        packs_settle(s->packs, &p.apps[k]);
     if (b)
         rocksdb_writebatch_destroy(b);
     free(rec);
     free(leaves);
+    free(live);
     put_free(&p);
     return r;
 }

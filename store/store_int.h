@@ -16,6 +16,8 @@
 #define KEY_META  'M'
 #define KEY_PIECE 'P'
 #define KEY_STATS 'S'
+#define KEY_PACK  'K'
+#define PACK_KEY_LEN (1 + 4)
 
 #define FILE_REC_VERSION 1
 #define FILE_REC_LEN     (1 + 1 + 8 + 8)
@@ -86,6 +88,18 @@ int store__meta_get(struct store *s, const uint8_t (*hashes)[CHASH_LEN], size_t 
                     struct store_meta *m);
 void store__meta_put(struct store *s, rocksdb_writebatch_t *b, const uint8_t hash[CHASH_LEN],
                      const struct store_meta *m);
+/* Live bytes per pack ('K' records): adds the deltas (sorted here) in b; packs whose
+ * count reaches 0 go to emptied (room for n) when it is not NULL. s->mu held. */
+struct pack_delta {
+    uint32_t pack;
+    int64_t bytes;
+};
+void store__pack_key(uint8_t key[PACK_KEY_LEN], uint32_t pack);
+int store__pack_live(struct store *s, rocksdb_writebatch_t *b, struct pack_delta *d, size_t n,
+                     uint32_t *emptied, size_t *n_emptied);
+/* Deletes packs nothing uses any more (packs_remove); call after the batch that emptied
+ * them is written synced. A pack still being appended to stays. */
+void store__drop_packs(struct store *s, const uint32_t *ids, size_t n);
 /* Frees the pack space of removed chunks; call once their removal is written synced.
  * Sorts locs. */
 void store__punch(struct store *s, struct pack_loc *locs, size_t n);

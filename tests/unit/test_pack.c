@@ -41,6 +41,17 @@ static struct packs *open_packs(const char *dir, bool direct, uint64_t max)
     return p;
 }
 
+/* packs_append, settled at once (nothing to index here). */
+static int append(struct packs *p, const struct iovec *iov, size_t n, struct pack_loc *locs)
+{
+    struct pack_append a;
+    int r = packs_append(p, iov, n, locs, &a);
+
+    if (r == 0)
+        packs_settle(p, &a);
+    return r;
+}
+
 static char *pack_path(const char *dir, uint32_t id)
 {
     char *path = check_malloc(strlen(dir) + 32);
@@ -78,7 +89,7 @@ static void check_roundtrip(bool direct)
         check_fill_splitmix(src[i], lens[i], (uint64_t)i + 1);
         iov[i] = (struct iovec){.iov_base = src[i], .iov_len = lens[i]};
     }
-    CHECK_EQ(packs_append(p, iov, 3, loc), 0);
+    CHECK_EQ(append(p, iov, 3, loc), 0);
     CHECK_EQ(loc[0].off % PACK_ALIGN, 0);
     CHECK_EQ(loc[1].off, loc[0].off + lens[0]);
     CHECK_EQ(loc[2].off, loc[1].off + lens[1]);
@@ -89,7 +100,7 @@ static void check_roundtrip(bool direct)
         CHECK_MEM(buf, src[i], lens[i]);
     }
     /* The next append starts on the next boundary after the padded region. */
-    CHECK_EQ(packs_append(p, iov, 1, &again), 0);
+    CHECK_EQ(append(p, iov, 1, &again), 0);
     CHECK_EQ(again.off % PACK_ALIGN, 0);
     CHECK(again.off >= loc[2].off + lens[2]);
     /* Bulk: the middle range, whose start is not aligned, through an aligned buffer. */
@@ -100,12 +111,12 @@ static void check_roundtrip(bool direct)
     CHECK_EQ(packs_read_bulk(p, &loc[1], abuf + 1, PACK_READ_CAP(lens[1]) - 1, &data),
              -EINVAL); /* not aligned */
     /* Nothing, or more than a pack holds, is refused. */
-    CHECK_EQ(packs_append(p, iov, 0, loc), -EINVAL);
+    CHECK_EQ(append(p, iov, 0, loc), -EINVAL);
     packs_close(p);
 
     /* After a reopen, appends go to a new pack and the old one still reads. */
     p = open_packs(d, direct, 0);
-    CHECK_EQ(packs_append(p, iov, 1, &again), 0);
+    CHECK_EQ(append(p, iov, 1, &again), 0);
     CHECK_EQ(again.pack, loc[0].pack + 1);
     CHECK_EQ(again.off, 0);
     CHECK_EQ(packs_read(p, &loc[2], buf), 0);
@@ -155,8 +166,8 @@ static void test_rollover(void)
     struct pack_loc l1, l2, l3;
 
     check_fill_splitmix(a, 40000, 7);
-    CHECK_EQ(packs_append(p, &iov, 1, &l1), 0);
-    CHECK_EQ(packs_append(p, &iov, 1, &l2), 0);
+    CHECK_EQ(append(p, &iov, 1, &l1), 0);
+    CHECK_EQ(append(p, &iov, 1, &l2), 0);
     CHECK_EQ(l2.pack, l1.pack + 1); /* 40 KiB + 40 KiB > 64 KiB */
     CHECK_EQ(l2.off, 0);
     CHECK_EQ(packs_read(p, &l1, buf), 0);
@@ -164,7 +175,7 @@ static void test_rollover(void)
     CHECK_EQ(packs_read(p, &l2, buf), 0);
     CHECK_MEM(buf, a, 40000);
     iov.iov_len = 100000;
-    CHECK_EQ(packs_append(p, &iov, 1, &l3), -EINVAL);
+    CHECK_EQ(append(p, &iov, 1, &l3), -EINVAL);
     packs_close(p);
     free(a);
     free(buf);
@@ -188,7 +199,7 @@ static void test_punch(void)
     check_fill_splitmix(a, 3 * n, 9);
     for (i = 0; i < 3; i++)
         iov[i] = (struct iovec){.iov_base = a + (size_t)i * n, .iov_len = n - 1000};
-    CHECK_EQ(packs_append(p, iov, 3, loc), 0);
+    CHECK_EQ(append(p, iov, 3, loc), 0);
     CHECK_EQ(packs_sync(p, &m), 0); /* allocated on the disk, not just delayed */
     before = blocks_of(d, loc[0].pack);
     mid = loc[1];
@@ -218,14 +229,26 @@ static void test_sync_watermark(void)
 
     memset(a, 3, sizeof(a));
     CHECK_EQ(packs_unsynced(p), 0);
-    CHECK_EQ(packs_append(p, &iov, 1, &l1), 0);
+    CHECK_EQ(append(p, &iov, 1, &l1), 0);
     CHECK_EQ(packs_unsynced(p), 8192); /* the padded region */
     CHECK(pack_above(&l1, &(struct pack_mark){.pack = l1.pack, .off = 0}));
     CHECK_EQ(packs_sync(p, &m), 0);
     CHECK_EQ(packs_unsynced(p), 0);
     CHECK(!pack_above(&l1, &m));
-    CHECK_EQ(packs_append(p, &iov, 1, &l2), 0);
+    CHECK_EQ(append(p, &iov, 1, &l2), 0);
     CHECK(pack_above(&l2, &m));
+    {
+        /* An append not yet settled (its index not written) keeps the mark below it. */
+        struct pack_append open;
+        struct pack_loc l3;
+        CHECK_EQ(packs_append(p, &iov, 1, &l3, &open), 0);
+        CHECK_EQ(packs_sync(p, &m), 0);
+        CHECK(!pack_above(&l2, &m));
+        CHECK(pack_above(&l3, &m));
+        packs_settle(p, &open);
+        CHECK_EQ(packs_sync(p, &m), 0);
+        CHECK(!pack_above(&l3, &m));
+    }
     packs_close(p);
     rmtree(d);
     free(d);
@@ -242,7 +265,7 @@ static void test_damaged_and_missing(void)
     char *path;
 
     memset(a, 5, sizeof(a));
-    CHECK_EQ(packs_append(p, &iov, 1, &l), 0);
+    CHECK_EQ(append(p, &iov, 1, &l), 0);
     packs_close(p);
     path = pack_path(d, l.pack);
     CHECK_EQ(truncate(path, (off_t)l.off + 100), 0);
@@ -258,6 +281,36 @@ static void test_damaged_and_missing(void)
     free(d);
 }
 
+/* A pack goes once nothing is appended to it: not the one appends go to, not one with
+ * an append still open. */
+static void test_remove(void)
+{
+    char *d = tmpdir();
+    struct packs *p = open_packs(d, false, 64 * 1024);
+    uint8_t a[40000], buf[40000];
+    struct iovec iov = {.iov_base = a, .iov_len = sizeof(a)};
+    struct pack_append open;
+    struct pack_loc l1, l2;
+    char *path;
+
+    memset(a, 1, sizeof(a));
+    CHECK_EQ(append(p, &iov, 1, &l1), 0);
+    CHECK_EQ(packs_remove(p, l1.pack), -EBUSY); /* appends still go there */
+    CHECK_EQ(packs_append(p, &iov, 1, &l2, &open), 0);
+    CHECK_EQ(l2.pack, l1.pack + 1);
+    CHECK_EQ(packs_remove(p, l2.pack), -EBUSY);
+    path = pack_path(d, l1.pack);
+    CHECK_EQ(packs_remove(p, l1.pack), 0);
+    CHECK(access(path, F_OK) != 0);
+    CHECK_EQ(packs_remove(p, l1.pack), 0); /* already gone */
+    free(path);
+    packs_settle(p, &open);
+    CHECK_EQ(packs_read(p, &l2, buf), 0);
+    packs_close(p);
+    rmtree(d);
+    free(d);
+}
+
 int main(void)
 {
     RUN(test_roundtrip_buffered);
@@ -266,5 +319,6 @@ int main(void)
     RUN(test_punch);
     RUN(test_sync_watermark);
     RUN(test_damaged_and_missing);
+    RUN(test_remove);
     return check_done();
 }

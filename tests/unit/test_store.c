@@ -687,6 +687,22 @@ static void cut_pack(const char *dir, rocksdb_t *db, rocksdb_column_family_handl
     close(fd);
 }
 
+/* The live-bytes record of the pack that holds a chunk is lost. */
+static void drop_pack_count(const char *dir, rocksdb_t *db, rocksdb_column_family_handle_t *cf,
+                            const uint8_t *hash)
+{
+    rocksdb_writeoptions_t *wo = rocksdb_writeoptions_create();
+    struct where w = where_is(db, cf, hash);
+    uint8_t key[5] = {'K', (uint8_t)(w.pack >> 24), (uint8_t)(w.pack >> 16),
+                      (uint8_t)(w.pack >> 8), (uint8_t)w.pack};
+    char *err = NULL;
+
+    (void)dir;
+    rocksdb_delete_cf(db, wo, cf, (const char *)key, sizeof(key), &err);
+    CHECK(err == NULL);
+    rocksdb_writeoptions_destroy(wo);
+}
+
 /* An index record, with its bytes in a pack of its own, that no piece uses. */
 static void add_orphan(const char *dir, rocksdb_t *db, rocksdb_column_family_handle_t *cf,
                        const uint8_t *hash)
@@ -731,8 +747,20 @@ static uint64_t packs_usage(const char *dir)
     return strtoull(out, NULL, 10);
 }
 
+static int count_packs(const char *dir)
+{
+    char cmd[4300], out[64];
+    FILE *f;
+
+    snprintf(cmd, sizeof(cmd), "ls '%s/packs' | grep -c '\\.pack$'", dir);
+    f = popen(cmd, "r");
+    CHECK(f != NULL && fgets(out, sizeof(out), f) != NULL);
+    pclose(f);
+    return atoi_checked(out);
+}
+
 /* Removing a file gives its chunks' disk space back at once (holes in the packs),
- * and the store reads what is left. */
+ * and the store reads what is left; a pack nothing uses any more is deleted. */
 static void test_remove_frees_space(void)
 {
     char *d = tmpdir();
@@ -758,6 +786,15 @@ static void test_remove_frees_space(void)
     CHECK(after <= full - n + 2 * 4096);
     read_back(s, &fb);
     check_clean(s);
+    store_close(s);
+    /* After a reopen appends go to a new pack; the old one, emptied, is deleted. */
+    s = open_store(d, 0);
+    CHECK_EQ(store_remove_file(s, fb.id), 0);
+    CHECK_EQ(count_packs(d), 0);
+    check_clean(s);
+    ingest(s, &fa);
+    CHECK_EQ(count_packs(d), 1);
+    read_back(s, &fa);
     store_close(s);
     tfile_free(&fa);
     tfile_free(&fb);
@@ -821,6 +858,21 @@ static void test_check_and_repair(void)
         CHECK_EQ(st.chunks, 0);
         store_close(s);
     }
+    /* A pack's byte count lost: found, rewritten, and the file stays complete. */
+    s = open_store(d, 0);
+    ingest(s, &fa);
+    store_close(s);
+    tamper(d, drop_pack_count, fa.pieces[0]->chunks[0].hash);
+    s = open_store(d, 0);
+    CHECK_EQ(store_check(s, false, &r), SHOAL_EHASH);
+    CHECK_EQ(r.bad_totals, 1);
+    CHECK_EQ(r.broken_files, 0);
+    CHECK_EQ(store_check(s, true, &r), 0);
+    check_clean(s);
+    CHECK_EQ(store_file_info(s, fa.id, &info), 0);
+    CHECK(info.complete);
+    read_back(s, &fa);
+    store_close(s);
     quiet_level = 1;
     tfile_free(&fa);
     free(a);
