@@ -1,8 +1,12 @@
 /* check.c - the failure path and helpers behind check.h. */
 #include "check.h"
 
+#include <errno.h>
+#include <ftw.h>
 #include <stdarg.h>
+#include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 
 int check__passed;
 
@@ -68,4 +72,34 @@ void *check_malloc(size_t n)
     if (!p)
         check__fail(__FILE__, __LINE__, "out of memory (%zu bytes)", n);
     return p;
+}
+
+char *check_tmpdir(const char *tag)
+{
+    const char *base = getenv("TMPDIR") ? getenv("TMPDIR") : "/tmp";
+    size_t n = strlen(base) + strlen(tag) + 32;
+    char *d = check_malloc(n);
+
+    snprintf(d, n, "%s/shoal-%s-XXXXXX", base, tag);
+    if (!mkdtemp(d))
+        check__fail(__FILE__, __LINE__, "mkdtemp %s: %s", d, strerror(errno));
+    return d;
+}
+
+static int rm_one(const char *p, const struct stat *st, int flag, struct FTW *ftw)
+{
+    (void)st;
+    (void)flag;
+    (void)ftw;
+    return remove(p) < 0 ? -1 : 0;
+}
+
+void check_rmtree(const char *dir)
+{
+    struct stat st;
+
+    if (lstat(dir, &st) < 0)
+        return;
+    if (nftw(dir, rm_one, 16, FTW_DEPTH | FTW_PHYS) != 0)
+        check__fail(__FILE__, __LINE__, "removing %s: %s", dir, strerror(errno));
 }

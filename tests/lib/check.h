@@ -58,4 +58,9 @@ uint64_t check_splitmix64(uint64_t *state);
 void check_fill_splitmix(uint8_t *buf, size_t n, uint64_t seed);
 void *check_malloc(size_t n); /* aborts the test on failure */
 
+/* A new directory $TMPDIR/shoal-<tag>-XXXXXX (TMPDIR defaults to /tmp); free() it. */
+char *check_tmpdir(const char *tag);
+/* Removes a directory tree (symlinks not followed); a missing one is fine. */
+void check_rmtree(const char *dir);
+
 #endif

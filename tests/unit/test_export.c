@@ -49,20 +49,6 @@ static char *pathf(const char *fmt, ...)
     return p;
 }
 
-static int rm_one(const char *p, const struct stat *st, int flag, struct FTW *ftw)
-{
-    return remove(p) < 0 ? -1 : 0;
-}
-
-static void rmtree(const char *d)
-{
-    struct stat st;
-
-    if (lstat(d, &st) < 0)
-        return;
-    CHECK_EQ(nftw(d, rm_one, 16, FTW_DEPTH | FTW_PHYS), 0);
-}
-
 static int walk_count;
 static const char *walk_suffix;
 
@@ -242,7 +228,7 @@ static void teardown(void)
     store_close(store);
     for (i = 0; i < N_FILES; i++)
         free(files[i].data);
-    rmtree(base);
+    check_rmtree(base);
 }
 
 static void make_snapshot(struct snapshot *snap)
@@ -586,7 +572,7 @@ static void test_bad_names(void)
     two.n_files = 2;
     expect_rejected(&two, NULL);
     CHECK_EQ(count_fds(), fds);
-    rmtree(area);
+    check_rmtree(area);
     free(area);
 }
 
@@ -614,7 +600,7 @@ static void test_planted_links(void)
     CHECK(r == -EINVAL || r == -ELOOP || r == -ENOTDIR);
     CHECK(strstr(why, "blobs") != NULL);
     CHECK_EQ(count_below(out, NULL), 0);
-    rmtree(cache);
+    check_rmtree(cache);
     free(cache);
 
     /* The repo folder itself pointing outside. */
@@ -626,7 +612,7 @@ static void test_planted_links(void)
     r = export_hf_cache(store, &snap, cache, "main", NULL, NULL, &st, why, sizeof(why));
     CHECK(r == -EINVAL || r == -ELOOP || r == -ENOTDIR);
     CHECK_EQ(count_below(out, NULL), 0);
-    rmtree(cache);
+    check_rmtree(cache);
     free(cache);
 
     /* A directory inside the snapshot replaced by a link outside, then refs/. */
@@ -634,7 +620,7 @@ static void test_planted_links(void)
     CHECK_EQ(export_hf_cache(store, &snap, cache, NULL, NULL, NULL, &st, why, sizeof(why)), 0);
     fds = count_fds();
     p = pathf("%s/" FOLDER "/snapshots/" COMMIT "/sub", cache);
-    rmtree(p);
+    check_rmtree(p);
     CHECK_EQ(symlink(out, p), 0);
     free(p);
     r = export_hf_cache(store, &snap, cache, "main", NULL, NULL, &st, why, sizeof(why));
@@ -655,7 +641,7 @@ static void test_planted_links(void)
     CHECK_EQ(count_below(out, NULL), 0);
     CHECK_EQ(count_below(cache, ".incomplete"), 0);
     CHECK_EQ(count_fds(), fds);
-    rmtree(cache);
+    check_rmtree(cache);
     free(cache);
 
     /* A plain directory with a sub-directory pointing outside. */
@@ -669,10 +655,10 @@ static void test_planted_links(void)
     CHECK(strstr(why, "sub/") != NULL);
     CHECK_EQ(count_below(out, NULL), 0);
     CHECK_EQ(count_below(cache, ".incomplete"), 0);
-    rmtree(cache);
+    check_rmtree(cache);
     free(cache);
 
-    rmtree(out);
+    check_rmtree(out);
     free(out);
     snapshot_release(&snap);
 }
@@ -723,8 +709,8 @@ static void test_incomplete(void)
     CHECK(strstr(why, "absent.bin") != NULL);
     snapshot_release(&snap);
 
-    rmtree(dir);
-    rmtree(cache);
+    check_rmtree(dir);
+    check_rmtree(cache);
     free(dir);
     free(cache);
     free(data);
@@ -778,8 +764,8 @@ static void test_damaged(void)
     }
     snapshot_release(&snap);
 
-    rmtree(dir);
-    rmtree(cache);
+    check_rmtree(dir);
+    check_rmtree(cache);
     free(dir);
     free(cache);
     free(good);

@@ -12,24 +12,6 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
-static char *tmpdir(void)
-{
-    const char *base = getenv("TMPDIR") ? getenv("TMPDIR") : "/tmp";
-    char *d = check_malloc(strlen(base) + 32);
-
-    snprintf(d, strlen(base) + 32, "%s/shoal-pack-XXXXXX", base);
-    CHECK(mkdtemp(d) != NULL);
-    return d;
-}
-
-static void rmtree(const char *d)
-{
-    char cmd[4200];
-
-    snprintf(cmd, sizeof(cmd), "rm -rf '%s'", d);
-    CHECK_EQ(system(cmd), 0);
-}
-
 static struct packs *open_packs(const char *dir, bool direct, uint64_t max)
 {
     struct packs *p = NULL;
@@ -74,7 +56,7 @@ static uint64_t blocks_of(const char *dir, uint32_t id)
  * they read back, singly and in bulk. */
 static void check_roundtrip(bool direct)
 {
-    char *d = tmpdir();
+    char *d = check_tmpdir("pack");
     struct packs *p = open_packs(d, direct, 0);
     size_t lens[3] = {70000, 8192, 131072};
     uint8_t *src[3], *buf = check_malloc(131072);
@@ -126,7 +108,7 @@ static void check_roundtrip(bool direct)
         free(src[i]);
     free(abuf);
     free(buf);
-    rmtree(d);
+    check_rmtree(d);
     free(d);
 }
 
@@ -139,7 +121,7 @@ static void test_roundtrip_buffered(void)
  * with -EINVAL (and the store falls back to buffered writes). */
 static void test_roundtrip_direct(void)
 {
-    char *d = tmpdir(), why[512];
+    char *d = check_tmpdir("pack"), why[512];
     struct packs *p = NULL;
     int r = packs_open(d, true, 0, &p, why, sizeof(why));
 
@@ -151,7 +133,7 @@ static void test_roundtrip_direct(void)
         packs_close(p);
         check_roundtrip(true);
     }
-    rmtree(d);
+    check_rmtree(d);
     free(d);
 }
 
@@ -159,7 +141,7 @@ static void test_roundtrip_direct(void)
  * pack is refused. */
 static void test_rollover(void)
 {
-    char *d = tmpdir();
+    char *d = check_tmpdir("pack");
     struct packs *p = open_packs(d, false, 64 * 1024);
     uint8_t *a = check_malloc(40000), *buf = check_malloc(100000);
     struct iovec iov = {.iov_base = a, .iov_len = 40000};
@@ -179,14 +161,14 @@ static void test_rollover(void)
     packs_close(p);
     free(a);
     free(buf);
-    rmtree(d);
+    check_rmtree(d);
     free(d);
 }
 
 /* Punching a chunk's range frees its blocks; the bytes around it stay. */
 static void test_punch(void)
 {
-    char *d = tmpdir();
+    char *d = check_tmpdir("pack");
     struct packs *p = open_packs(d, false, 0);
     size_t n = 1 << 20;
     uint8_t *a = check_malloc(3 * n), *buf = check_malloc(n);
@@ -213,14 +195,14 @@ static void test_punch(void)
     packs_close(p);
     free(a);
     free(buf);
-    rmtree(d);
+    check_rmtree(d);
     free(d);
 }
 
 /* The watermark covers what was appended before the sync, and only that. */
 static void test_sync_watermark(void)
 {
-    char *d = tmpdir();
+    char *d = check_tmpdir("pack");
     struct packs *p = open_packs(d, false, 0);
     uint8_t a[5000];
     struct iovec iov = {.iov_base = a, .iov_len = sizeof(a)};
@@ -250,14 +232,14 @@ static void test_sync_watermark(void)
         CHECK(!pack_above(&l3, &m));
     }
     packs_close(p);
-    rmtree(d);
+    check_rmtree(d);
     free(d);
 }
 
 /* A pack cut short reads as damaged; a pack that is gone as missing. */
 static void test_damaged_and_missing(void)
 {
-    char *d = tmpdir();
+    char *d = check_tmpdir("pack");
     struct packs *p = open_packs(d, false, 0);
     uint8_t a[20000], buf[20000];
     struct iovec iov = {.iov_base = a, .iov_len = sizeof(a)};
@@ -277,7 +259,7 @@ static void test_damaged_and_missing(void)
     CHECK_EQ(packs_read(p, &gone, buf), -ENOENT);
     CHECK_EQ(packs_punch(p, &gone), 0); /* nothing to free */
     packs_close(p);
-    rmtree(d);
+    check_rmtree(d);
     free(d);
 }
 
@@ -285,7 +267,7 @@ static void test_damaged_and_missing(void)
  * an append still open. */
 static void test_remove(void)
 {
-    char *d = tmpdir();
+    char *d = check_tmpdir("pack");
     struct packs *p = open_packs(d, false, 64 * 1024);
     uint8_t a[40000], buf[40000];
     struct iovec iov = {.iov_base = a, .iov_len = sizeof(a)};
@@ -307,7 +289,7 @@ static void test_remove(void)
     packs_settle(p, &open);
     CHECK_EQ(packs_read(p, &l2, buf), 0);
     packs_close(p);
-    rmtree(d);
+    check_rmtree(d);
     free(d);
 }
 

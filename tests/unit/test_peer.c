@@ -78,14 +78,6 @@ static const struct tchunk *chunk_of(const uint8_t hash[32])
     return NULL;
 }
 
-static void rmtree(const char *d)
-{
-    char cmd[4200];
-
-    snprintf(cmd, sizeof(cmd), "rm -rf '%s'", d);
-    CHECK_EQ(system(cmd), 0);
-}
-
 static void quiet_log(void *arg, enum store_log_level lvl, const char *msg)
 {
     (void)arg;
@@ -175,7 +167,7 @@ static void data_setup(void)
 static void data_teardown(void)
 {
     store_close(D.store);
-    rmtree(D.dir);
+    check_rmtree(D.dir);
     free(D.dir);
     free(D.bytes);
     free(D.chunks);

@@ -83,14 +83,6 @@ static struct data {
     char *tmp;              /* everything on disk lives under it */
 } D;
 
-static void rmtree(const char *d)
-{
-    char cmd[4200];
-
-    snprintf(cmd, sizeof(cmd), "rm -rf '%s'", d);
-    CHECK_EQ(system(cmd), 0);
-}
-
 static void data_setup(void)
 {
     const char *base = getenv("TMPDIR") ? getenv("TMPDIR") : "/tmp";
@@ -140,7 +132,7 @@ static void data_setup(void)
 
 static void data_teardown(void)
 {
-    rmtree(D.tmp);
+    check_rmtree(D.tmp);
     free(D.tmp);
     free(D.bytes);
     free(D.hp);

@@ -38,24 +38,6 @@ static int atoi_checked(const char *s)
     return (int)v;
 }
 
-static char *tmpdir(void)
-{
-    const char *base = getenv("TMPDIR") ? getenv("TMPDIR") : "/tmp";
-    char *d = check_malloc(strlen(base) + 32);
-
-    snprintf(d, strlen(base) + 32, "%s/shoal-store-XXXXXX", base);
-    CHECK(mkdtemp(d) != NULL);
-    return d;
-}
-
-static void rmtree(const char *d)
-{
-    char cmd[4200];
-
-    snprintf(cmd, sizeof(cmd), "rm -rf '%s'", d);
-    CHECK_EQ(system(cmd), 0);
-}
-
 static int quiet_level = 1;
 
 static void quiet_log(void *arg, enum store_log_level lvl, const char *msg)
@@ -182,7 +164,7 @@ static void check_clean(struct store *s)
  * The default (auto) opens either way. */
 static void test_direct_writes(void)
 {
-    char *d = tmpdir();
+    char *d = check_tmpdir("store");
     struct store_opts o = {.writes = STORE_WRITES_DIRECT, .log = quiet_log};
     size_t size = PROTO_PIECE_LEN + 777777;
     uint8_t *data = check_malloc(size);
@@ -212,13 +194,13 @@ static void test_direct_writes(void)
     store_close(s);
     tfile_free(&f);
     free(data);
-    rmtree(d);
+    check_rmtree(d);
     free(d);
 }
 
 static void test_open_and_schema(void)
 {
-    char *d = tmpdir(), why[512];
+    char *d = check_tmpdir("store"), why[512];
     struct store *s = open_store(d, 0);
     struct store_stats st;
     rocksdb_options_t *o;
@@ -254,7 +236,7 @@ static void test_open_and_schema(void)
     CHECK_EQ(store_open(d, NULL, &s, why, sizeof(why)), SHOAL_EVERSION);
     CHECK(strstr(why, "schema version 99") != NULL);
     CHECK(strstr(why, "move the directory aside") != NULL);
-    rmtree(d);
+    check_rmtree(d);
 
     /* Some other RocksDB database is not taken for a store. */
     o = rocksdb_options_create();
@@ -265,7 +247,7 @@ static void test_open_and_schema(void)
     rocksdb_options_destroy(o);
     CHECK_EQ(store_open(d, NULL, &s, why, sizeof(why)), SHOAL_EVERSION);
     CHECK(strstr(why, "not a Shoal store") != NULL);
-    rmtree(d);
+    check_rmtree(d);
     free(d);
 }
 
@@ -318,7 +300,7 @@ static void check_piece_bytes(struct store *s, const struct tfile *f, uint32_t i
 
 static void test_file_roundtrip_and_dedup(void)
 {
-    char *d = tmpdir();
+    char *d = check_tmpdir("store");
     struct store *s = open_store(d, 0);
     size_t size_a = PROTO_PIECE_LEN + 3000000, size_b = PROTO_PIECE_LEN + 5000000;
     uint8_t *a = check_malloc(size_a), *b = check_malloc(size_b);
@@ -431,7 +413,7 @@ static void test_file_roundtrip_and_dedup(void)
     tfile_free(&fb);
     free(a);
     free(b);
-    rmtree(d);
+    check_rmtree(d);
     free(d);
 }
 
@@ -523,7 +505,7 @@ static void model_compare(struct store *s, const struct mfile *f)
 
 static void test_model(void)
 {
-    char *d = tmpdir();
+    char *d = check_tmpdir("store");
     struct store *s = open_store(d, 0);
     struct mfile f[NFILES];
     struct store_chunk c[MAXCH];
@@ -564,7 +546,7 @@ static void test_model(void)
     store_close(s);
     for (k = 0; k < POOL; k++)
         free(pool_data[k]);
-    rmtree(d);
+    check_rmtree(d);
     free(d);
 }
 
@@ -763,7 +745,7 @@ static int count_packs(const char *dir)
  * and the store reads what is left; a pack nothing uses any more is deleted. */
 static void test_remove_frees_space(void)
 {
-    char *d = tmpdir();
+    char *d = check_tmpdir("store");
     size_t n = PROTO_PIECE_LEN + 4000000;
     uint8_t *a = check_malloc(n), *b = check_malloc(n);
     struct tfile fa, fb;
@@ -800,13 +782,13 @@ static void test_remove_frees_space(void)
     tfile_free(&fb);
     free(a);
     free(b);
-    rmtree(d);
+    check_rmtree(d);
     free(d);
 }
 
 static void test_check_and_repair(void)
 {
-    char *d = tmpdir();
+    char *d = check_tmpdir("store");
     size_t size = 3000000;
     uint8_t *a = check_malloc(size);
     struct tfile fa;
@@ -876,13 +858,13 @@ static void test_check_and_repair(void)
     quiet_level = 1;
     tfile_free(&fa);
     free(a);
-    rmtree(d);
+    check_rmtree(d);
     free(d);
 }
 
 static void test_quota(void)
 {
-    char *d = tmpdir();
+    char *d = check_tmpdir("store");
     size_t size = 6000000;
     uint8_t *a = check_malloc(size), *b = check_malloc(size);
     struct tfile fa, fb;
@@ -912,7 +894,7 @@ static void test_quota(void)
     tfile_free(&fb);
     free(a);
     free(b);
-    rmtree(d);
+    check_rmtree(d);
     free(d);
 }
 
@@ -935,7 +917,7 @@ static void snap_of(struct snapshot *snap, const char *commit, const struct tfil
 
 static void test_snapshots_refs_pins(void)
 {
-    char *d = tmpdir(), commit[41];
+    char *d = check_tmpdir("store"), commit[41];
     struct store *s = open_store(d, 0);
     uint8_t *a = check_malloc(100000);
     struct snapshot snap, got;
@@ -979,14 +961,14 @@ static void test_snapshots_refs_pins(void)
     store_close(s);
     tfile_free(&fa);
     free(a);
-    rmtree(d);
+    check_rmtree(d);
     free(d);
 }
 
 /* Over the quota, the least recently used files go first; pinned and held ones stay. */
 static void test_eviction(void)
 {
-    char *d = tmpdir();
+    char *d = check_tmpdir("store");
     size_t size = 5000000;
     uint8_t *data = check_malloc(5 * size);
     struct tfile f[5];
@@ -1040,13 +1022,13 @@ static void test_eviction(void)
     for (i = 0; i < 5; i++)
         tfile_free(&f[i]);
     free(data);
-    rmtree(d);
+    check_rmtree(d);
     free(d);
 }
 
 static void test_gc(void)
 {
-    char *d = tmpdir();
+    char *d = check_tmpdir("store");
     size_t size = 300000;
     uint8_t *data = check_malloc(3 * size);
     struct tfile f[3];
@@ -1081,7 +1063,7 @@ static void test_gc(void)
     for (i = 0; i < 3; i++)
         tfile_free(&f[i]);
     free(data);
-    rmtree(d);
+    check_rmtree(d);
     free(d);
 }
 
@@ -1115,7 +1097,7 @@ static int on_bytes(void *arg, const uint8_t *data, size_t len)
 
 static void test_import(void)
 {
-    char *d = tmpdir(), *src = tmpdir(), path[4200], why[512], etag[65];
+    char *d = check_tmpdir("store"), *src = check_tmpdir("store"), path[4200], why[512], etag[65];
     struct store *s = open_store(d, 0);
     size_t big = PROTO_PIECE_LEN + 777777;
     uint8_t *data = check_malloc(big), sha[32];
@@ -1187,8 +1169,8 @@ static void test_import(void)
     store_close(s);
     free(c.buf);
     free(data);
-    rmtree(src);
-    rmtree(d);
+    check_rmtree(src);
+    check_rmtree(d);
     free(src);
     free(d);
 }
@@ -1242,7 +1224,7 @@ static void test_concurrent_quota(void)
         tfile_make(&f[i], data + (size_t)i * size, size);
     quiet_level = 0; /* silence: each refusal is logged */
     for (round = 0; round < 8; round++) {
-        char *d = tmpdir();
+        char *d = check_tmpdir("store");
         struct store *s = open_store(d, 3 * size + size / 2);
         for (i = 0; i < 4; i++) {
             q[i] = (struct quota_race){.s = s, .f = &f[i]};
@@ -1258,7 +1240,7 @@ static void test_concurrent_quota(void)
         CHECK_EQ(st.physical_bytes, 3 * size);
         check_clean(s);
         store_close(s);
-        rmtree(d);
+        check_rmtree(d);
         free(d);
     }
     quiet_level = 1;
@@ -1270,7 +1252,7 @@ static void test_concurrent_quota(void)
 /* Writers racing on the same pieces (two pulls of one file) count each piece once. */
 static void test_concurrent_writers(void)
 {
-    char *d = tmpdir();
+    char *d = check_tmpdir("store");
     size_t size = 3 * 1000000;
     uint8_t *data = check_malloc(size);
     struct store *s = open_store(d, 0);
@@ -1301,7 +1283,7 @@ static void test_concurrent_writers(void)
     store_close(s);
     tfile_free(&f);
     free(data);
-    rmtree(d);
+    check_rmtree(d);
     free(d);
 }
 
@@ -1409,7 +1391,7 @@ static int power_child(const char *dir)
  * the piece that lost data, and keeps everything else. */
 static void test_recover_after_power_loss(void)
 {
-    char *d = tmpdir();
+    char *d = check_tmpdir("store");
     uint8_t *a, *b;
     struct tfile fa, fb;
     struct store_file info;
@@ -1444,13 +1426,13 @@ static void test_recover_after_power_loss(void)
     tfile_free(&fb);
     free(a);
     free(b);
-    rmtree(d);
+    check_rmtree(d);
     free(d);
 }
 
 static void test_kill9(void)
 {
-    char *d = tmpdir(), buf[32];
+    char *d = check_tmpdir("store"), buf[32];
     struct tfile f[CRASH_FILES];
     uint8_t *data = crash_files(f);
     struct store *s;
@@ -1517,7 +1499,7 @@ static void test_kill9(void)
     fprintf(stderr, "   %d of 12 runs finished before their kill\n", finished);
     store_close(s);
     free(data);
-    rmtree(d);
+    check_rmtree(d);
     free(d);
 }
 
