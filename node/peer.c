@@ -177,27 +177,22 @@ static void on_read(uv_stream_t *st, ssize_t n, const uv_buf_t *buf);
 const char *const peer_fault_names[PEER_F_COUNT] = {"handshake", "protocol", "timeout",
                                                     "bad_data"};
 
-/* "host:port" or "[v6]:port" -> the host part. */
-static void host_of(const char *addr, char *host, size_t cap)
-{
-    const char *colon = strrchr(addr, ':');
-    size_t n = colon && colon != addr ? (size_t)(colon - addr) : strlen(addr);
-
-    if (n >= cap)
-        n = cap - 1;
-    memcpy(host, addr, n);
-    host[n] = '\0';
-}
 
 /* Counts a fault of the peer at addr, in the table of recent hosts (the least recent
  * entry makes room). */
 static void host_fault(struct peer_mgr *m, const char *addr, enum peer_fault k, const char *why)
 {
     struct peer_host_faults *e = NULL, *spare = NULL;
-    char host[PEER_ADDR_MAX];
+    struct cfg_addr a;
+    char host[PEER_ADDR_MAX], bad[160];
     size_t i;
 
-    host_of(addr, host, sizeof(host));
+    /* The host part, by the parser of --listen and --join; an address it would refuse
+     * (none reaches here) counts as a host of its own. */
+    if (cfg_addr_parse("peer", addr, true, &a, bad, sizeof(bad)) == 0)
+        snprintf(host, sizeof(host), "%s", a.host);
+    else
+        snprintf(host, sizeof(host), "%s", addr);
     for (i = 0; i < PEER_HOSTS_MAX && !e; i++) {
         struct peer_host_faults *f = &m->faults[i];
         if (f->host[0] && strcmp(f->host, host) == 0)

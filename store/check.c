@@ -107,20 +107,31 @@ struct ctx {
     int err;
 };
 
+/* Room for one more element in a growing array (*n of *cap used). */
+static int grow(void *arr, size_t n, size_t *cap, size_t size)
+{
+    void **a = arr;
+    size_t c = *cap ? *cap * 2 : 64;
+    void *m;
+
+    if (n < *cap)
+        return 0;
+    m = realloc(*a, c * size);
+    if (!m)
+        return -ENOMEM;
+    *a = m;
+    *cap = c;
+    return 0;
+}
+
 /* Removes an index record in the repair batch, and its bytes once that is written. */
 static int drop_chunk(struct ctx *c, const char *key, size_t klen, const struct store_meta *m)
 {
     rocksdb_writebatch_delete_cf(c->b, c->s->cf[CF_CHUNKS], key, klen);
     if (!m)
         return 0;
-    if (c->n_gone == c->cap_gone) {
-        size_t cap = c->cap_gone ? c->cap_gone * 2 : 256;
-        struct pack_loc *g = realloc(c->gone, cap * sizeof(*g));
-        if (!g)
-            return -ENOMEM;
-        c->gone = g;
-        c->cap_gone = cap;
-    }
+    if (grow(&c->gone, c->n_gone, &c->cap_gone, sizeof(*c->gone)) < 0)
+        return -ENOMEM;
     c->gone[c->n_gone++] = m->loc;
     return 0;
 }
@@ -188,14 +199,8 @@ static int live_add(struct ctx *c, uint32_t pack, uint32_t len)
         c->live[lo].bytes += len;
         return 0;
     }
-    if (c->n_live == c->cap_live) {
-        size_t cap = c->cap_live ? c->cap_live * 2 : 64;
-        struct pack_delta *n = realloc(c->live, cap * sizeof(*n));
-        if (!n)
-            return -ENOMEM;
-        c->live = n;
-        c->cap_live = cap;
-    }
+    if (grow(&c->live, c->n_live, &c->cap_live, sizeof(*c->live)) < 0)
+        return -ENOMEM;
     memmove(c->live + lo + 1, c->live + lo, (c->n_live - lo) * sizeof(*c->live));
     c->live[lo] = (struct pack_delta){pack, len};
     c->n_live++;
@@ -265,16 +270,9 @@ static int pass_packs(struct ctx *c)
             continue;
         }
         rocksdb_writebatch_delete_cf(c->b, s->cf[CF_CHUNKS], (const char *)k, klen);
-        if (c->n_emptied == c->cap_emptied) {
-            size_t cap = c->cap_emptied ? c->cap_emptied * 2 : 16;
-            uint32_t *e = realloc(c->emptied, cap * sizeof(*e));
-            if (!e) {
-                r = -ENOMEM;
-                break;
-            }
-            c->emptied = e;
-            c->cap_emptied = cap;
-        }
+        r = grow(&c->emptied, c->n_emptied, &c->cap_emptied, sizeof(*c->emptied));
+        if (r < 0)
+            break;
         c->emptied[c->n_emptied++] = pack;
     }
     if (r == 0) {

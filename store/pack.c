@@ -138,7 +138,7 @@ int packs_open(const char *dir, bool direct, uint64_t max, struct packs **out, c
         snprintf(why, why_len, "direct I/O is not possible in %s (%s)", dir, strerror(-r));
         close(p->dirfd);
         free(p);
-        return r == -EINVAL ? -EINVAL : r;
+        return r;
     }
     d = fdopendir(dup(p->dirfd));
     if (!d) {

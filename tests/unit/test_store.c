@@ -717,28 +717,28 @@ static void other_boot(const char *dir, rocksdb_t *db, rocksdb_column_family_han
     flip_chunk(dir, db, cf, hash);
 }
 
-static uint64_t packs_usage(const char *dir)
+/* The number a shell command prints about dir's packs (fmt has one %s: dir). */
+static uint64_t packs_shell(const char *fmt, const char *dir)
 {
     char cmd[4300], out[64];
     FILE *f;
 
-    snprintf(cmd, sizeof(cmd), "du -sk --block-size=1 '%s/packs' | cut -f1", dir);
+    snprintf(cmd, sizeof(cmd), fmt, dir);
     f = popen(cmd, "r");
     CHECK(f != NULL && fgets(out, sizeof(out), f) != NULL);
     pclose(f);
     return strtoull(out, NULL, 10);
 }
 
+/* Bytes the packs occupy on the disk. */
+static uint64_t packs_usage(const char *dir)
+{
+    return packs_shell("du -sk --block-size=1 '%s/packs' | cut -f1", dir);
+}
+
 static int count_packs(const char *dir)
 {
-    char cmd[4300], out[64];
-    FILE *f;
-
-    snprintf(cmd, sizeof(cmd), "ls '%s/packs' | grep -c '\\.pack$'", dir);
-    f = popen(cmd, "r");
-    CHECK(f != NULL && fgets(out, sizeof(out), f) != NULL);
-    pclose(f);
-    return atoi_checked(out);
+    return (int)packs_shell("ls '%s/packs' | grep -c '\\.pack$'", dir);
 }
 
 /* Removing a file gives its chunks' disk space back at once (holes in the packs),
