@@ -190,10 +190,14 @@ void packs_close(struct packs *p)
 
 /* --- open files -------------------------------------------------------------- */
 
+/* What a caller of get_file also needs: the direct-I/O descriptor for appends, or for
+ * bulk reads (opened only in direct mode; where it cannot be, rdfd stays -1). */
+enum fd_want { WANT_PLAIN, WANT_DIRECT_WRITE, WANT_DIRECT_READ };
+
 /* The table entry of pack `id`, opened if needed (created with `create`), counted as
  * in use until put_file(). Errors: -ENOENT (no such pack), -EMFILE (every entry busy),
  * open errors. */
-static int get_file(struct packs *p, uint32_t id, bool create, bool for_direct,
+static int get_file(struct packs *p, uint32_t id, bool create, enum fd_want want,
                     struct pack_file **out)
 {
     struct pack_file *e = NULL, *spare = NULL;
@@ -237,13 +241,17 @@ static int get_file(struct packs *p, uint32_t id, bool create, bool for_direct,
         if (create)
             p->dir_dirty = true;
     }
-    if (for_direct && e->dfd < 0) {
+    if (want == WANT_DIRECT_WRITE && e->dfd < 0) {
         pack_name(name, id);
         e->dfd = openat(p->dirfd, name, O_WRONLY | O_DIRECT | O_CLOEXEC);
         if (e->dfd < 0) {
             r = -errno;
             goto out;
         }
+    }
+    if (want == WANT_DIRECT_READ && e->rdfd < 0 && p->direct) {
+        pack_name(name, id);
+        e->rdfd = openat(p->dirfd, name, O_RDONLY | O_DIRECT | O_CLOEXEC); /* -1: buffered */
     }
     e->users++;
     e->tick = ++p->tick;
@@ -433,7 +441,7 @@ int packs_append(struct packs *p, const struct iovec *iov, size_t n, struct pack
     pthread_mutex_lock(&p->mu);
     direct = p->direct;
     pthread_mutex_unlock(&p->mu);
-    r = get_file(p, g->at.pack, true, direct, &e);
+    r = get_file(p, g->at.pack, true, direct ? WANT_DIRECT_WRITE : WANT_PLAIN, &e);
     if (r == 0) {
         if (direct)
             r = write_direct(p, e->dfd, iov, n, g->at.off);
@@ -476,57 +484,37 @@ int packs_append(struct packs *p, const struct iovec *iov, size_t n, struct pack
 
 /* --- reads, holes, sync --------------------------------------------------------- */
 
+/* Reads from fd at off until len bytes or the end of the file; *done gets how many. */
+static int pread_upto(int fd, uint8_t *buf, size_t len, uint64_t off, size_t *done)
+{
+    *done = 0;
+    while (*done < len) {
+        ssize_t got = pread(fd, buf + *done, len - *done, (off_t)(off + *done));
+        if (got < 0 && errno == EINTR)
+            continue;
+        if (got < 0)
+            return -errno;
+        if (got == 0)
+            break;
+        *done += (size_t)got;
+    }
+    return 0;
+}
+
 int packs_read(struct packs *p, const struct pack_loc *loc, uint8_t *buf)
 {
     struct pack_file *e;
-    size_t done = 0;
+    size_t done;
     int r;
 
-    r = get_file(p, loc->pack, false, false, &e);
+    r = get_file(p, loc->pack, false, WANT_PLAIN, &e);
     if (r < 0)
         return r;
-    while (done < loc->len) {
-        ssize_t got = pread(e->fd, buf + done, loc->len - done, (off_t)(loc->off + done));
-        if (got < 0 && errno == EINTR)
-            continue;
-        if (got < 0) {
-            r = -errno;
-            break;
-        }
-        if (got == 0) {
-            r = SHOAL_EHASH; /* the pack ends early: damaged or cut short */
-            break;
-        }
-        done += (size_t)got;
-    }
+    r = pread_upto(e->fd, buf, loc->len, loc->off, &done);
+    if (r == 0 && done < loc->len)
+        r = SHOAL_EHASH; /* the pack ends early: damaged or cut short */
     put_file(p, e, false);
     return r;
-}
-
-/* The O_DIRECT read descriptor of e, opened once; -1 where the file system has none. */
-static int direct_reader(struct packs *p, struct pack_file *e)
-{
-    char name[NAME_LEN];
-    int fd;
-
-    pthread_mutex_lock(&p->mu);
-    fd = e->rdfd;
-    pthread_mutex_unlock(&p->mu);
-    if (fd >= 0 || !p->direct)
-        return fd;
-    pack_name(name, e->id);
-    fd = openat(p->dirfd, name, O_RDONLY | O_DIRECT | O_CLOEXEC);
-    if (fd < 0)
-        return -1;
-    pthread_mutex_lock(&p->mu);
-    if (e->rdfd < 0) {
-        e->rdfd = fd;
-    } else { /* another reader was first */
-        close(fd);
-        fd = e->rdfd;
-    }
-    pthread_mutex_unlock(&p->mu);
-    return fd;
 }
 
 int packs_read_bulk(struct packs *p, const struct pack_loc *loc, uint8_t *buf, size_t cap,
@@ -534,47 +522,33 @@ int packs_read_bulk(struct packs *p, const struct pack_loc *loc, uint8_t *buf, s
 {
     struct pack_file *e;
     uint64_t a0 = loc->off & ~(uint64_t)(PACK_ALIGN - 1), a1 = align_up(loc->off + loc->len);
-    ssize_t got;
-    size_t done = 0;
-    int fd, r;
+    size_t done;
+    int r;
 
     if (cap < PACK_READ_CAP(loc->len) || ((uintptr_t)buf & (PACK_ALIGN - 1)))
         return -EINVAL;
-    r = get_file(p, loc->pack, false, false, &e);
-    if (r < 0)
-        return r;
     /* Direct writes leave the page cache without these bytes, so reading them through
      * it would cost a copy for nothing. (Asking the cache first does not work:
      * RWF_NOWAIT starts a read-ahead on a miss, and the disk is read twice.) */
-    fd = direct_reader(p, e);
-    if (fd < 0) {
-        put_file(p, e, false);
-        r = packs_read(p, loc, buf);
-        *data = buf;
+    r = get_file(p, loc->pack, false, WANT_DIRECT_READ, &e);
+    if (r < 0)
         return r;
+    r = -EINVAL;
+    if (e->rdfd >= 0) {
+        /* The aligned blocks around it, straight into buf. The pack may end before a1
+         * (buffered appends are not padded): a short read at the end is fine. */
+        r = pread_upto(e->rdfd, buf, (size_t)(a1 - a0), a0, &done);
+        *data = buf + (loc->off - a0);
+        if (r == 0 && done < loc->off + loc->len - a0)
+            r = SHOAL_EHASH; /* the pack ends early */
     }
-    /* Not cached: the aligned blocks around it, straight into buf. The pack may end
-     * before a1 (buffered appends are not padded): a short read at the end is fine. */
-    while (done < a1 - a0) {
-        got = pread(fd, buf + done, (size_t)(a1 - a0 - done), (off_t)(a0 + done));
-        if (got < 0 && errno == EINTR)
-            continue;
-        if (got < 0) {
-            r = -errno;
-            break;
-        }
-        if (got == 0)
-            break;
-        done += (size_t)got;
-    }
-    if (r == 0 && done < loc->off + loc->len - a0)
-        r = SHOAL_EHASH; /* the pack ends early */
-    *data = buf + (loc->off - a0);
-    put_file(p, e, false);
-    if (r == -EINVAL) { /* the device wants another alignment: read through the cache */
+    if (r == -EINVAL) { /* buffered packs, or a device that wants another alignment */
+        r = pread_upto(e->fd, buf, loc->len, loc->off, &done);
         *data = buf;
-        r = packs_read(p, loc, buf);
+        if (r == 0 && done < loc->len)
+            r = SHOAL_EHASH;
     }
+    put_file(p, e, false);
     return r;
 }
 
@@ -583,7 +557,7 @@ int packs_punch(struct packs *p, const struct pack_loc *loc)
     struct pack_file *e;
     int r;
 
-    r = get_file(p, loc->pack, false, false, &e);
+    r = get_file(p, loc->pack, false, WANT_PLAIN, &e);
     if (r < 0)
         return r == -ENOENT ? 0 : r;
     if (fallocate(e->fd, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE, (off_t)loc->off,
