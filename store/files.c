@@ -165,16 +165,23 @@ static int chunk_checked(void *arg, size_t i, const uint8_t *p, size_t n)
 static int read_leaves(struct store *s, const struct chash_leaf *leaf, size_t n, store_read_cb cb,
                        void *arg)
 {
-    struct chunk_want w = {.leaf = leaf, .cb = cb, .arg = arg};
-    uint8_t (*h)[CHASH_LEN] = malloc((n ? n : 1) * sizeof(*h));
-    size_t i;
-    int r;
+    /* In slices: a copy of every hash of a large file would double the memory its
+     * manifest already takes. */
+    enum { SLICE = 1024 };
+    struct chunk_want w = {.cb = cb, .arg = arg};
+    uint8_t (*h)[CHASH_LEN] = malloc(SLICE * sizeof(*h));
+    size_t at, i, k;
+    int r = 0;
 
     if (!h)
         return -ENOMEM;
-    for (i = 0; i < n; i++)
-        memcpy(h[i], leaf[i].hash, CHASH_LEN);
-    r = store__read_chunks(s, (const uint8_t(*)[CHASH_LEN])h, n, chunk_checked, &w);
+    for (at = 0; r == 0 && at < n; at += k) {
+        k = n - at < SLICE ? n - at : SLICE;
+        for (i = 0; i < k; i++)
+            memcpy(h[i], leaf[at + i].hash, CHASH_LEN);
+        w.leaf = leaf + at;
+        r = store__read_chunks(s, (const uint8_t(*)[CHASH_LEN])h, k, chunk_checked, &w);
+    }
     free(h);
     return r;
 }
